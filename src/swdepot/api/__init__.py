@@ -1,0 +1,1 @@
+"""The HTTP API layer: ONTAP's REST conventions and the endpoints built on them."""

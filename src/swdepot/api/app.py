@@ -1,0 +1,59 @@
+"""The ASGI application: routes, authentication and ONTAP's error envelope everywhere."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+
+from swdepot.api.http import AuthMiddleware, error_response
+from swdepot.api.routes import ROUTES
+from swdepot.errors import InternalError, MethodNotAllowed, NotFound, OntapError
+from swdepot.service import Service
+
+log = logging.getLogger(__name__)
+
+API_NOT_FOUND = 3
+UNEXPECTED_EXCEPTION = 262145
+
+
+async def _ontap_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, OntapError)
+    return error_response(request, exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404/405 in ONTAP's words."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        return error_response(request, MethodNotAllowed(API_NOT_FOUND,
+                                                        "The operation is not supported."))
+    if exc.status_code == 404:
+        return error_response(request, NotFound(API_NOT_FOUND, "API not found"))
+    return error_response(request, OntapError(2, exc.detail, status=exc.status_code))
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    """Never a traceback to the client: log it, answer ONTAP's generic 500."""
+    log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(request, InternalError(
+        UNEXPECTED_EXCEPTION, "Application code returned an unexpected exception."))
+
+
+def create_app(service: Service) -> Starlette:
+    """A Starlette app serving ``service``; the caller owns the service's lifetime."""
+    app = Starlette(
+        routes=ROUTES,
+        middleware=[Middleware(AuthMiddleware, authenticator=service.authenticator)],
+        exception_handlers={
+            OntapError: _ontap_error,
+            HTTPException: _http_error,
+            Exception: _unexpected,
+        },
+    )
+    app.state.service = service
+    return app

@@ -1,0 +1,187 @@
+"""ONTAP's HTTP conventions on top of Starlette: bodies, errors, HAL and auth.
+
+Kept apart from the routes so that each route module reads as "parse, call the
+domain, answer".
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from swdepot.api.query import strip_links
+from swdepot.auth import Authenticator, Principal
+from swdepot.errors import (
+    BODY_NOT_ALLOWED,
+    FIELD_CANNOT_BE_SET,
+    INVALID_JSON,
+    MISSING_REQUIRED,
+    SECRET_IN_URL,
+    UNEXPECTED_ARGUMENT,
+    InvalidInput,
+    OntapError,
+    Unauthorized,
+    invalid_field_value,
+)
+
+log = logging.getLogger(__name__)
+
+HAL = "application/hal+json"
+JSON = "application/json"
+MAX_JSON_BODY = 1 << 20
+ARRAY_NOT_EXPECTED = 262255
+SECRET_FIELDS = ("password",)
+SECURITY_HEADERS = {
+    "cache-control": "no-cache,no-store,must-revalidate",
+    "x-content-type-options": "nosniff",
+    "content-security-policy": "default-src 'self'; frame-ancestors 'none'",
+}
+
+
+def wants_plain_json(request: Request) -> bool:
+    """``Accept: application/json`` asks ONTAP to leave out HAL links (except next)."""
+    accept = request.headers.get("accept", "")
+    return JSON in accept and HAL not in accept
+
+
+def respond(request: Request, body: dict[str, Any], status: int = 200,
+            headers: dict[str, str] | None = None) -> Response:
+    """Serialise ``body`` the way ONTAP does, honouring the client's Accept header."""
+    plain = wants_plain_json(request)
+    if plain:
+        body = strip_links(body)
+    return Response(orjson.dumps(body), status_code=status,
+                    media_type=JSON if plain else HAL,
+                    headers={**SECURITY_HEADERS, **(headers or {})})
+
+
+def error_response(request: Request, exc: OntapError) -> Response:
+    headers = {"www-authenticate": 'Basic realm="swdepot"'} if isinstance(exc, Unauthorized) else {}
+    return Response(orjson.dumps(exc.to_body()), status_code=exc.status, media_type=HAL
+                    if not wants_plain_json(request) else JSON,
+                    headers={**SECURITY_HEADERS, **headers})
+
+
+def query_pairs(request: Request) -> list[tuple[str, str]]:
+    """Decoded query pairs in order; invalid UTF-8 is a client error, not a crash."""
+    try:
+        pairs = parse_qsl(request.url.query, keep_blank_values=True, errors="strict")
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidInput(262185, "The query string is not valid UTF-8.") from None
+    for name, _ in pairs:
+        if name in SECRET_FIELDS:
+            raise InvalidInput(SECRET_IN_URL, f'Field "{name}" is secret and must not be given '
+                               "in the URL.", target=name)
+    return pairs
+
+
+async def read_json_object(request: Request, *, allow_empty: bool = False) -> dict[str, Any]:
+    """The request body as a JSON object (``application/json`` or ``hal+json``)."""
+    raw = await _read_limited(request)
+    if not raw.strip():
+        if allow_empty:
+            return {}
+        raise InvalidInput(MISSING_REQUIRED, "A request body is required for this operation.")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(INVALID_JSON, f"Invalid JSON input: {exc}.") from None
+    if isinstance(body, list):
+        raise InvalidInput(ARRAY_NOT_EXPECTED, "Invalid JSON input: an array was found where "
+                           "an object was expected.")
+    if not isinstance(body, dict):
+        raise InvalidInput(INVALID_JSON, "Invalid JSON input: the body must be a JSON object.")
+    return body
+
+
+async def refuse_body(request: Request) -> None:
+    """GET and DELETE take no body; ``{}`` is tolerated (netapp-ontap sends it on DELETE)."""
+    raw = await _read_limited(request)
+    if raw.strip() and raw.strip() != b"{}":
+        raise InvalidInput(BODY_NOT_ALLOWED, "A request body is not allowed on GET, HEAD, and "
+                           "DELETE.")
+
+
+async def _read_limited(request: Request) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_JSON_BODY:
+            raise InvalidInput(INVALID_JSON, f"The request body is larger than {MAX_JSON_BODY} "
+                               "bytes.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def check_fields(body: dict[str, Any], *, writable: Sequence[str],
+                 read_only: Sequence[str] = ()) -> None:
+    """Unknown body fields are 262179, read-only ones 262196, as ONTAP answers."""
+    for name in body:
+        if name in read_only:
+            raise InvalidInput(FIELD_CANNOT_BE_SET,
+                               f'Field "{name}" cannot be set in this operation.', target=name)
+        if name not in writable:
+            raise InvalidInput(UNEXPECTED_ARGUMENT, f'Unexpected argument "{name}".',
+                               target=name)
+
+
+def optional_string(body: dict[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise invalid_field_value(name, _shown(name, value), "<string>")
+    return value
+
+
+def required_string(body: dict[str, Any], name: str) -> str:
+    value = optional_string(body, name)
+    if value is None:
+        raise InvalidInput(MISSING_REQUIRED, f'Missing value for required field "{name}".',
+                           target=name)
+    return value
+
+
+def _shown(name: str, value: Any) -> str:
+    return "***" if name in SECRET_FIELDS else str(value)[:200]
+
+
+class AuthMiddleware:
+    """Authenticates every ``/api`` request before routing (pre-emptive Basic auth)."""
+
+    def __init__(self, app: ASGIApp, authenticator: Authenticator) -> None:
+        self.app = app
+        self.authenticator = authenticator
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/api"):
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        try:
+            principal = await _authenticate(self.authenticator, request)
+        except OntapError as exc:
+            await error_response(request, exc)(scope, receive, send)
+            return
+        scope["principal"] = principal
+        await self.app(scope, receive, send)
+
+
+async def _authenticate(authenticator: Authenticator, request: Request) -> Principal:
+    """Check credentials; a cache miss costs one scrypt, so it runs off the event loop."""
+    from starlette.concurrency import run_in_threadpool
+
+    return await run_in_threadpool(authenticator.authenticate,
+                                   request.headers.get("authorization"))
+
+
+def principal(request: Request) -> Principal:
+    return request.scope["principal"]

@@ -1,0 +1,125 @@
+"""HTTP Basic authentication against slow password hashes.
+
+Passwords are stored as scrypt hashes (stdlib ``hashlib.scrypt``, memory-hard, about
+50 ms per check). Clients send Basic credentials on *every* request, so a verified
+credential is remembered as a keyed digest for a while: polling stays fast, and a
+stolen memory dump still holds no password.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from swdepot.errors import NOT_AUTHORIZED, Forbidden, Unauthorized
+
+ADMIN = "admin"
+READONLY = "readonly"
+_SCRYPT = {"n": 1 << 14, "r": 8, "p": 1}
+CACHE_SECONDS = 300.0
+CACHE_ENTRIES = 1024
+
+
+def hash_password(password: str) -> str:
+    """``scrypt$n$r$p$salt$hash`` with a fresh 16-byte salt."""
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, dklen=32, **_SCRYPT)
+    return "scrypt${n}${r}${p}${salt}${digest}".format(
+        **_SCRYPT, salt=base64.b64encode(salt).decode(), digest=base64.b64encode(digest).decode()
+    )
+
+
+def verify_password(password: str, encoded: str) -> bool:
+    try:
+        scheme, n, r, p, salt, digest = encoded.split("$")
+        if scheme != "scrypt":
+            return False
+        expected = base64.b64decode(digest)
+        actual = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), n=int(n),
+                                r=int(r), p=int(p), dklen=len(expected))
+    except (ValueError, binascii.Error):
+        return False
+    return hmac.compare_digest(actual, expected)
+
+
+class UserStore(Protocol):
+    def get(self, name: str) -> tuple[str, str] | None:
+        """(password hash, role) of a user, or None."""
+
+    def put(self, name: str, password_hash: str, role: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling and what they may do."""
+
+    name: str
+    role: str
+
+    def require_write(self) -> None:
+        if self.role != ADMIN:
+            raise Forbidden(NOT_AUTHORIZED, "not authorized for that command")
+
+
+class Authenticator:
+    """Checks Basic credentials, with a short-lived cache of verified ones."""
+
+    def __init__(self, users: UserStore, clock: type[time.monotonic] | None = None) -> None:
+        self._users = users
+        self._key = secrets.token_bytes(32)
+        self._cache: dict[bytes, tuple[float, Principal]] = {}
+        self._lock = threading.Lock()
+        self._clock = clock or time.monotonic
+
+    def authenticate(self, header: str | None) -> Principal:
+        """The caller behind an ``Authorization`` header, or :class:`Unauthorized`."""
+        name, password = _parse_basic(header)
+        token = hmac.new(self._key, f"{name}\0{password}".encode(), hashlib.sha256).digest()
+        now = self._clock()
+        with self._lock:
+            hit = self._cache.get(token)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        found = self._users.get(name)
+        if found is None or not verify_password(password, found[0]):
+            raise _unauthorized()
+        principal = Principal(name, found[1])
+        with self._lock:
+            if len(self._cache) >= CACHE_ENTRIES:
+                self._cache.clear()
+            self._cache[token] = (now + CACHE_SECONDS, principal)
+        return principal
+
+    def forget(self) -> None:
+        """Drop cached verifications (after a password change)."""
+        with self._lock:
+            self._cache.clear()
+
+
+def _parse_basic(header: str | None) -> tuple[str, str]:
+    # NetApp's own REST example sends "Basic <b64> " with a trailing space: strip it.
+    if not header:
+        raise _unauthorized()
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "basic" or not value:
+        raise _unauthorized()
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise _unauthorized() from None
+    name, sep, password = decoded.partition(":")
+    if not sep:
+        raise _unauthorized()
+    return name, password
+
+
+def _unauthorized() -> Unauthorized:
+    return Unauthorized(NOT_AUTHORIZED, "Authentication failed: a valid user name and password "
+                        "are required.")

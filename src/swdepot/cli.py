@@ -1,0 +1,95 @@
+"""The ``swdepot`` command: ``serve`` the API and ``package`` tools for operators."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+ENV_PASSWORD = "SWDEPOT_ADMIN_PASSWORD"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="swdepot", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the ONTAP-compatible REST service")
+    serve.add_argument("--config", type=Path, help="TOML settings file")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 8443)")
+    serve.add_argument("--data-dir", type=Path, help="where the database and packages live")
+    serve.add_argument("--cert", type=Path, help="TLS certificate (PEM)")
+    serve.add_argument("--key", type=Path, help="TLS private key (PEM)")
+    serve.add_argument("--insecure-http", action="store_true", help="serve plain HTTP")
+    serve.add_argument("--admin-password-file", type=Path,
+                       help=f"file holding the admin password (else ${ENV_PASSWORD})")
+    serve.add_argument("--import-dir", type=Path, help="directory FILE URLs may read from")
+    serve.add_argument("--ca-file", type=Path, action="append", default=None,
+                       help="extra CA certificate to trust for HTTPS downloads (repeatable)")
+    serve.add_argument("--allow-network", action="append", default=None,
+                       help="outbound allow-list entry, e.g. 127.0.0.1/32 (repeatable)")
+    serve.add_argument("--require-signatures", action="store_true", default=None,
+                       help="accept only packages signed by a trusted key")
+    serve.add_argument("--log-level", default="info")
+
+    package = sub.add_parser("package", help="build and sign packages")
+    psub = package.add_subparsers(dest="package_command", required=True)
+    build = psub.add_parser("build", help="build a package from a directory")
+    build.add_argument("source", type=Path, help="directory with the package contents")
+    build.add_argument("--version", required=True, help="package version, e.g. 9.16.1")
+    build.add_argument("--product", default="ONTAP")
+    build.add_argument("--sign", type=Path, metavar="KEY", help="Ed25519 private key (PEM)")
+    build.add_argument("-o", "--output", type=Path, required=True, help="output .tgz file")
+    keygen = psub.add_parser("keygen", help="create an Ed25519 signing key pair")
+    keygen.add_argument("name", type=Path, help="writes NAME.key (private) and NAME.pub")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    return _package(args)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import os
+
+    from swdepot.config import load_settings
+    from swdepot.server import run
+
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = load_settings(
+        args.config,
+        host=args.host, port=args.port, data_dir=args.data_dir, cert_file=args.cert,
+        key_file=args.key, tls=False if args.insecure_http else None,
+        admin_password=os.environ.get(ENV_PASSWORD) or None,
+        admin_password_file=args.admin_password_file, import_dir=args.import_dir,
+        ca_files=tuple(args.ca_file) if args.ca_file else None,
+        allowed_networks=tuple(args.allow_network) if args.allow_network else None,
+        require_signatures=args.require_signatures,
+    )
+    run(settings, log_level=args.log_level)
+    return 0
+
+
+def _package(args: argparse.Namespace) -> int:
+    from swdepot.packages.build import build_package, generate_keypair
+
+    if args.package_command == "keygen":
+        private, public = args.name.with_suffix(".key"), args.name.with_suffix(".pub")
+        generate_keypair(private, public)
+        print(f"private key: {private}\npublic key:  {public} (install it in the trust "
+              "directory of the service)")
+        return 0
+    try:
+        out = build_package(args.source, args.output, version=args.version,
+                            product=args.product, signing_key=args.sign)
+    except (ValueError, OSError) as exc:
+        print(f"swdepot: {exc}", file=sys.stderr)
+        return 1
+    print(out)
+    return 0

@@ -1,0 +1,123 @@
+"""Settings: one explicit value object, built from a TOML file and command-line flags.
+
+Nothing reads settings from module globals: the service is built from a
+:class:`Settings` instance, so tests make as many independent services as they like.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+DEFAULT_VERSION = "9.16.1"
+
+
+@dataclass(frozen=True)
+class ClusterIdentity:
+    """Who this 'cluster' says it is; ONTAP clients read these through /api/cluster."""
+
+    name: str = "swdepot"
+    uuid: str = "6a9a7c2e-0c3f-11ef-9c2a-005056bb0001"
+    version: str = DEFAULT_VERSION
+    nodes: tuple[str, ...] = ("swdepot-01", "swdepot-02")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of a swdepot service. Paths default to places under ``data_dir``."""
+
+    data_dir: Path = Path("data")
+    host: str = "127.0.0.1"
+    port: int = 8443
+    tls: bool = True
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    admin_user: str = "admin"
+    admin_password: str | None = None
+    admin_password_file: Path | None = None
+    cluster: ClusterIdentity = field(default_factory=ClusterIdentity)
+    # Download engine
+    import_dir: Path | None = None
+    ca_files: tuple[Path, ...] = ()
+    use_system_ca: bool = True
+    allowed_networks: tuple[str, ...] = ()
+    connect_timeout: float = 30.0
+    stall_timeout: float = 120.0
+    max_duration: float = 3600.0
+    max_package_bytes: int = 64 << 30
+    # Packages
+    require_signatures: bool = False
+    trust_dir: Path | None = None
+    # Jobs
+    job_retention_seconds: float = 300.0
+    job_workers: int = 4
+
+    # --- derived locations -------------------------------------------------------------
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "swdepot.db"
+
+    @property
+    def store_roots(self) -> tuple[Path, Path]:
+        """Primary and secondary node stores (ONTAP keeps a package and its backup copy)."""
+        return (self.data_dir / "store" / "primary", self.data_dir / "store" / "secondary")
+
+    @property
+    def trusted_keys_dir(self) -> Path:
+        return self.trust_dir or self.data_dir / "trust"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.data_dir / "tls"
+
+    def allowed_network_objects(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """Parsed outbound allow-list; empty means every address may be contacted."""
+        return tuple(ipaddress.ip_network(n, strict=False) for n in self.allowed_networks)
+
+
+_PATH_FIELDS = {"data_dir", "cert_file", "key_file", "admin_password_file", "import_dir",
+                "trust_dir"}
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from an optional TOML file, then explicit overrides (flags) on top.
+
+    The TOML file has top-level keys named like the fields of :class:`Settings` and a
+    ``[cluster]`` table for :class:`ClusterIdentity`. Unknown keys are an error, so a
+    typo in an operator's file is not silently ignored.
+    """
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        with config_file.open("rb") as fh:
+            values = _coerce(tomllib.load(fh), base=config_file.parent)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    settings = Settings(**values)
+    if settings.allowed_networks:
+        settings.allowed_network_objects()  # fail early on a malformed network
+    return settings
+
+
+def _coerce(raw: dict[str, Any], *, base: Path) -> dict[str, Any]:
+    known = {f.name for f in fields(Settings)}
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in known:
+            raise ValueError(f"unknown setting {key!r} in config file")
+        if key == "cluster":
+            cluster = dict(value)
+            if "nodes" in cluster:
+                cluster["nodes"] = tuple(cluster["nodes"])
+            out[key] = replace(ClusterIdentity(), **cluster)
+        elif key in _PATH_FIELDS:
+            out[key] = (base / value) if not Path(value).is_absolute() else Path(value)
+        elif key == "ca_files":
+            out[key] = tuple(base / v for v in value)
+        elif key == "allowed_networks":
+            out[key] = tuple(value)
+        else:
+            out[key] = value
+    return out

@@ -1,0 +1,137 @@
+"""Errors that carry their ONTAP code.
+
+Every failure a client can see is an :class:`OntapError`: it knows its numeric ONTAP
+code, the HTTP status ONTAP answers with, the message text (clients match on these
+texts, so they are part of the contract) and optionally the input field to blame.
+The HTTP layer turns one into ``{"error": {"message", "code", "target"}}``; the job
+engine stores one as a job's failure. Domain code raises these and never builds
+HTTP responses itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class OntapError(Exception):
+    """Base of every client-visible error; subclasses fix the HTTP status."""
+
+    status: int = 400
+
+    def __init__(
+        self,
+        code: int,
+        message: str,
+        *,
+        target: str | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.target = target
+        if status is not None:
+            self.status = status
+
+    def to_body(self) -> dict[str, Any]:
+        """The ONTAP error envelope; ``code`` is a string on the wire (ONTAP's schema)."""
+        error: dict[str, Any] = {"message": self.message, "code": str(self.code)}
+        if self.target:
+            error["target"] = self.target
+        return {"error": error}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.code}, {self.message!r})"
+
+
+class InvalidInput(OntapError):
+    """The request is malformed or a value is out of range (HTTP 400)."""
+
+    status = 400
+
+
+class NotFound(OntapError):
+    """The addressed entry does not exist (HTTP 404)."""
+
+    status = 404
+
+
+class Conflict(OntapError):
+    """The operation collides with the current state (ONTAP still answers 400 here)."""
+
+    status = 400
+
+
+class Unauthorized(OntapError):
+    """Missing or wrong credentials (HTTP 401)."""
+
+    status = 401
+
+
+class Forbidden(OntapError):
+    """Authenticated, but the role may not do this (HTTP 403)."""
+
+    status = 403
+
+
+class MethodNotAllowed(OntapError):
+    """The resource exists but not with this method (HTTP 405, code 3)."""
+
+    status = 405
+
+
+class InternalError(OntapError):
+    """Something failed inside swdepot that the client cannot fix (HTTP 500)."""
+
+    status = 500
+
+
+# --- ONTAP codes used across swdepot (names say what ONTAP's tables say) ---------------
+
+ENTRY_NOT_FOUND = 4
+NOT_AUTHORIZED = 6
+UNEXPECTED_ARGUMENT = 262179
+FIELD_CANNOT_BE_SET = 262196
+INVALID_FIELD_VALUE = 262197
+BODY_NOT_ALLOWED = 262198
+INVALID_JSON = 262199
+SECRET_IN_URL = 262202
+MISSING_REQUIRED = 262212
+INVALID_VALUE = 262185
+ORDER_BY_UNSUPPORTED = 262268
+
+PACKAGE_NAME_EXISTS = 10551327
+UPDATE_IN_PROGRESS = 10551357
+PACKAGE_PROCESSING_FAILED = 10551359
+DOWNLOAD_FAILED = 10551381
+DOWNLOAD_RUNNING = 10551382
+DOWNLOAD_TIME_LIMIT = 10551383
+DOWNLOAD_NOT_STARTED = 10551384
+DOWNLOAD_INTERNAL = 10551391
+FIRMWARE_EXISTS = 10551496
+REPOSITORY_PLACEMENT_FAILED = 10551859
+REPOSITORY_EMPTY = 10551315
+PACKAGE_NOT_IN_REPOSITORY = 10551325
+URL_INVALID = 39387137
+URL_SCHEME_UNSUPPORTED = 39387138
+
+JOB_TERMINAL = 458762
+JOB_NOT_RUNNING = 458776
+JOB_PAUSE_UNSUPPORTED = 458783
+
+
+def entry_not_found(target: str) -> NotFound:
+    """ONTAP's generic 404 body: ``entry doesn't exist`` (the Ansible modules match this text)."""
+    return NotFound(ENTRY_NOT_FOUND, "entry doesn't exist", target=target)
+
+
+def invalid_field_value(field: str, value: object, allowed: str) -> InvalidInput:
+    """ONTAP's 262197 text.
+
+    Example: ``The value "600" is invalid for field "return_timeout" (<0..120>)``.
+    """
+    return InvalidInput(
+        INVALID_FIELD_VALUE,
+        f'The value "{value}" is invalid for field "{field}" ({allowed})',
+        target=field,
+    )

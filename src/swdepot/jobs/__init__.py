@@ -1,0 +1,1 @@
+"""Asynchronous jobs: ONTAP's job object, its store interface and the runner."""

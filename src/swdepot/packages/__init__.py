@@ -1,0 +1,1 @@
+"""Software package format: naming rules, streaming validation and a package builder."""

@@ -1,0 +1,285 @@
+"""SQLite implementation of the job store and the package catalog.
+
+WAL with ``synchronous=FULL``: readers never wait for writers and a committed row
+survives a power cut. Each thread gets its own connection (sqlite3 objects must not
+be shared across threads). Cross-process rules live in the schema: a partial unique
+index allows one active download, unique indexes keep file names and image versions
+unique.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from swdepot.jobs.model import ACTIVE_STATES, Job, JobKind, JobState, Progress
+from swdepot.jobs.store import SlotTaken
+from swdepot.packages.model import PackageKind
+from swdepot.repository.catalog import DuplicateName, DuplicateVersion, PackageRecord
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    uuid TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    description TEXT NOT NULL,
+    state TEXT NOT NULL,
+    message TEXT NOT NULL,
+    code INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    start_time REAL,
+    end_time REAL,
+    node TEXT NOT NULL DEFAULT '',
+    target TEXT,
+    bytes_done INTEGER NOT NULL DEFAULT 0,
+    bytes_total INTEGER,
+    speed REAL NOT NULL DEFAULT 0,
+    exclusive INTEGER NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX IF NOT EXISTS one_active_exclusive_job ON jobs(kind)
+    WHERE exclusive = 1 AND state IN ('queued', 'running', 'paused');
+CREATE INDEX IF NOT EXISTS jobs_by_end ON jobs(end_time);
+CREATE TABLE IF NOT EXISTS packages (
+    id TEXT PRIMARY KEY,
+    version TEXT NOT NULL,
+    file_name TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    create_time REAL NOT NULL,
+    store_key TEXT NOT NULL,
+    product TEXT,
+    signer TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS one_image_per_version ON packages(version)
+    WHERE kind = 'image';
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY,
+    password_hash TEXT NOT NULL,
+    role TEXT NOT NULL
+);
+"""
+
+_ACTIVE = tuple(str(s) for s in ACTIVE_STATES)
+
+
+class Database:
+    """One SQLite file; hands out a connection per thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self.connection().executescript(SCHEMA)  # idempotent; executescript commits itself
+
+    def connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                   timeout=10.0)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` so check-then-write sequences cannot interleave."""
+        conn = self.connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+        self._local = threading.local()
+
+
+def _job_from_row(row: sqlite3.Row) -> Job:
+    return Job(
+        uuid=row["uuid"], kind=JobKind(row["kind"]), description=row["description"],
+        state=JobState(row["state"]), message=row["message"], code=row["code"],
+        created_at=row["created_at"], start_time=row["start_time"], end_time=row["end_time"],
+        node=row["node"], target=row["target"],
+        progress=Progress(row["bytes_done"], row["bytes_total"], row["speed"]),
+    )
+
+
+class SqliteJobStore:
+    """:class:`swdepot.jobs.store.JobStore` on SQLite."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def insert(self, job: Job, *, exclusive: bool = False) -> None:
+        try:
+            with self._db.transaction() as conn:
+                conn.execute(
+                    "INSERT INTO jobs (uuid, kind, description, state, message, code, created_at,"
+                    " start_time, end_time, node, target, exclusive)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (job.uuid, str(job.kind), job.description, str(job.state), job.message,
+                     job.code, job.created_at, job.start_time, job.end_time, job.node,
+                     job.target, int(exclusive)),
+                )
+        except sqlite3.IntegrityError as exc:
+            raise SlotTaken(job.kind) from exc
+
+    def get(self, uuid: str) -> Job | None:
+        row = self._db.connection().execute("SELECT * FROM jobs WHERE uuid = ?",
+                                            (uuid,)).fetchone()
+        return _job_from_row(row) if row else None
+
+    def list(self, *, visible_after: float) -> list[Job]:
+        rows = self._db.connection().execute(
+            "SELECT * FROM jobs WHERE end_time IS NULL OR end_time >= ? ORDER BY created_at",
+            (visible_after,),
+        ).fetchall()
+        return [_job_from_row(r) for r in rows]
+
+    def latest(self, kind: JobKind) -> Job | None:
+        row = self._db.connection().execute(
+            "SELECT * FROM jobs WHERE kind = ? ORDER BY created_at DESC LIMIT 1", (str(kind),)
+        ).fetchone()
+        return _job_from_row(row) if row else None
+
+    def active(self, kind: JobKind) -> Job | None:
+        row = self._db.connection().execute(
+            f"SELECT * FROM jobs WHERE kind = ? AND state IN {_ACTIVE} "
+            "ORDER BY created_at DESC LIMIT 1", (str(kind),)
+        ).fetchone()
+        return _job_from_row(row) if row else None
+
+    def transition(
+        self, uuid: str, state: JobState, message: str, code: int = 0,
+        *, start_time: float | None = None, end_time: float | None = None,
+    ) -> None:
+        sets = ["state = ?", "message = ?", "code = ?"]
+        args: list[Any] = [str(state), message, code]
+        if start_time is not None:
+            sets.append("start_time = ?")
+            args.append(start_time)
+        if end_time is not None:
+            sets.append("end_time = ?")
+            args.append(end_time)
+        with self._db.transaction() as conn:
+            conn.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE uuid = ?", (*args, uuid))
+
+    def set_progress(self, uuid: str, message: str | None, progress: Progress) -> None:
+        with self._db.transaction() as conn:
+            conn.execute(
+                "UPDATE jobs SET message = COALESCE(?, message), bytes_done = ?, bytes_total = ?,"
+                f" speed = ? WHERE uuid = ? AND state IN {_ACTIVE}",
+                (message, progress.bytes_done, progress.bytes_total, progress.speed, uuid),
+            )
+
+    def fail_active(self, message: str, code: int, now: float) -> int:
+        with self._db.transaction() as conn:
+            cur = conn.execute(
+                f"UPDATE jobs SET state = 'failure', message = ?, code = ?, end_time = ?"
+                f" WHERE state IN {_ACTIVE}", (message, code, now),
+            )
+            return cur.rowcount
+
+    def purge(self, ended_before: float) -> int:
+        with self._db.transaction() as conn:
+            cur = conn.execute(
+                "DELETE FROM jobs WHERE end_time IS NOT NULL AND end_time < ? AND uuid NOT IN"
+                " (SELECT uuid FROM jobs j WHERE created_at ="
+                "  (SELECT MAX(created_at) FROM jobs k WHERE k.kind = j.kind))",
+                (ended_before,),
+            )
+            return cur.rowcount
+
+
+def _package_from_row(row: sqlite3.Row) -> PackageRecord:
+    return PackageRecord(
+        id=row["id"], version=row["version"], file_name=row["file_name"],
+        kind=PackageKind(row["kind"]), size=row["size"], sha256=row["sha256"],
+        create_time=row["create_time"], store_key=row["store_key"], product=row["product"],
+        signer=row["signer"],
+    )
+
+
+class SqlitePackageCatalog:
+    """:class:`swdepot.repository.catalog.PackageCatalog` on SQLite."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def add(self, record: PackageRecord) -> None:
+        try:
+            with self._db.transaction() as conn:
+                conn.execute(
+                    "INSERT INTO packages (id, version, file_name, kind, size, sha256,"
+                    " create_time, store_key, product, signer) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (record.id, record.version, record.file_name, str(record.kind), record.size,
+                     record.sha256, record.create_time, record.store_key, record.product,
+                     record.signer),
+                )
+        except sqlite3.IntegrityError as exc:
+            if "file_name" in str(exc):
+                raise DuplicateName(record.file_name) from exc
+            raise DuplicateVersion(record.version) from exc
+
+    def remove(self, record_id: str) -> bool:
+        with self._db.transaction() as conn:
+            return conn.execute("DELETE FROM packages WHERE id = ?", (record_id,)).rowcount > 0
+
+    def by_version(self, version: str) -> PackageRecord | None:
+        row = self._db.connection().execute(
+            "SELECT * FROM packages WHERE version = ? AND kind = 'image'", (version,)
+        ).fetchone()
+        return _package_from_row(row) if row else None
+
+    def by_file_name(self, file_name: str) -> PackageRecord | None:
+        row = self._db.connection().execute(
+            "SELECT * FROM packages WHERE file_name = ?", (file_name,)
+        ).fetchone()
+        return _package_from_row(row) if row else None
+
+    def all(self, kind: PackageKind | None = None) -> list[PackageRecord]:
+        conn = self._db.connection()
+        if kind is None:
+            rows = conn.execute("SELECT * FROM packages ORDER BY create_time").fetchall()
+        else:
+            rows = conn.execute("SELECT * FROM packages WHERE kind = ? ORDER BY create_time",
+                                (str(kind),)).fetchall()
+        return [_package_from_row(r) for r in rows]
+
+
+class SqliteUserStore:
+    """:class:`swdepot.auth.UserStore` on SQLite: names, password hashes and roles."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def get(self, name: str) -> tuple[str, str] | None:
+        row = self._db.connection().execute(
+            "SELECT password_hash, role FROM users WHERE name = ?", (name,)
+        ).fetchone()
+        return (row["password_hash"], row["role"]) if row else None
+
+    def put(self, name: str, password_hash: str, role: str) -> None:
+        with self._db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO users (name, password_hash, role) VALUES (?,?,?) ON CONFLICT(name)"
+                " DO UPDATE SET password_hash = excluded.password_hash, role = excluded.role",
+                (name, password_hash, role),
+            )

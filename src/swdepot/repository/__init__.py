@@ -1,0 +1,1 @@
+"""The package repository: blob stores (two node copies) and the package catalog."""

@@ -1,0 +1,32 @@
+"""Runs the service under uvicorn (uvloop + httptools), over HTTPS by default."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from swdepot.api.app import create_app
+from swdepot.config import Settings
+from swdepot.service import Service
+from swdepot.tls import ensure_self_signed
+
+
+def run(settings: Settings, *, log_level: str = "info") -> None:
+    """Serve until interrupted; the service is recovered on start and closed on exit."""
+    service = Service(settings)
+    try:
+        service.ensure_admin()
+        service.start()
+        ssl_args: dict[str, str] = {}
+        if settings.tls:
+            cert, key = settings.cert_file, settings.key_file
+            if cert is None or key is None:
+                cert, key = ensure_self_signed(settings.tls_dir, [settings.host])
+            ssl_args = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
+        config = uvicorn.Config(
+            create_app(service), host=settings.host, port=settings.port,
+            log_level=log_level, access_log=False, lifespan="off",
+            loop="uvloop", http="httptools", server_header=False, **ssl_args,
+        )
+        uvicorn.Server(config).run()
+    finally:
+        service.close()

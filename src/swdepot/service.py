@@ -1,0 +1,153 @@
+"""Wires the domain together from :class:`~swdepot.config.Settings`.
+
+:class:`Service` is the one object the HTTP layer and the CLI talk to. It owns no
+global state: a test can build several, each on its own data directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import ssl
+import sys
+import threading
+import time
+from pathlib import Path
+
+from swdepot.auth import ADMIN, Authenticator, hash_password
+from swdepot.config import Settings
+from swdepot.errors import DOWNLOAD_FAILED
+from swdepot.jobs.runner import JobRunner
+from swdepot.packages.model import ValidationPolicy
+from swdepot.packages.manifest import load_trusted_keys
+from swdepot.persistence.sqlite import (
+    Database,
+    SqliteJobStore,
+    SqlitePackageCatalog,
+    SqliteUserStore,
+)
+from swdepot.repository.repository import Repository
+from swdepot.repository.store import LocalDirStore
+from swdepot.software.download import DownloadService
+from swdepot.software.packages import PackageService
+from swdepot.software.profile import ClusterProfile
+from swdepot.transfer.curl import CurlOptions
+from swdepot.transfer.engine import TransferEngine
+
+log = logging.getLogger(__name__)
+
+RESTARTED = ("Package download failed: the download was interrupted because the service "
+             "restarted. Start it again.")
+
+
+class Service:
+    """Everything behind the API, built from settings."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.db = Database(settings.database_path)
+        self.jobs = SqliteJobStore(self.db)
+        self.users = SqliteUserStore(self.db)
+        self.authenticator = Authenticator(self.users)
+        primary, secondary = settings.store_roots
+        self.repository = Repository(
+            SqlitePackageCatalog(self.db),
+            [LocalDirStore(primary, settings.cluster.nodes[0]),
+             LocalDirStore(secondary, settings.cluster.nodes[-1])],
+        )
+        self.profile = ClusterProfile(settings.cluster)
+        self.runner = JobRunner(self.jobs, workers=settings.job_workers)
+        node = settings.cluster.nodes[0]
+        engine = TransferEngine(
+            CurlOptions(
+                ca_bundle=ca_bundle(settings),
+                allowed_networks=settings.allowed_network_objects(),
+                connect_timeout=settings.connect_timeout,
+                stall_timeout=settings.stall_timeout,
+                max_duration=settings.max_duration,
+            ),
+            settings.import_dir,
+        )
+        self.downloads = DownloadService(
+            runner=self.runner, jobs=self.jobs, repository=self.repository, engine=engine,
+            policy=self.validation_policy, max_package_bytes=settings.max_package_bytes,
+            node=node, update_in_progress=self.profile.update_in_progress,
+        )
+        self.packages = PackageService(runner=self.runner, repository=self.repository,
+                                       node=node, running_version=settings.cluster.version)
+        self._stop = threading.Event()
+        self._janitor: threading.Thread | None = None
+
+    def validation_policy(self) -> ValidationPolicy:
+        """Read the trusted keys on every job, so operators can add keys without a restart."""
+        return ValidationPolicy(
+            require_signatures=self.settings.require_signatures,
+            trusted_keys=load_trusted_keys(self.settings.trusted_keys_dir),
+        )
+
+    def start(self) -> None:
+        """Recover from whatever the last process left behind, then start housekeeping."""
+        failed = self.jobs.fail_active(RESTARTED, DOWNLOAD_FAILED, time.time())
+        report = self.repository.recover()
+        if failed or any(report.values()):
+            log.warning("recovered after restart: %d interrupted jobs, %s", failed, report)
+        self._janitor = threading.Thread(target=self._housekeeping, name="swdepot-janitor",
+                                         daemon=True)
+        self._janitor.start()
+
+    def _housekeeping(self) -> None:
+        interval = max(1.0, min(60.0, self.settings.job_retention_seconds / 4))
+        while not self._stop.wait(interval):
+            try:
+                self.jobs.purge(time.time() - self.settings.job_retention_seconds)
+            except Exception:  # keep the janitor alive; it retries next round
+                log.exception("job purge failed")
+
+    def job_visible_after(self) -> float:
+        """Finished jobs are kept for the retention period, then they answer 404."""
+        return time.time() - self.settings.job_retention_seconds
+
+    def ensure_admin(self, out: object = sys.stderr) -> None:
+        """Set the admin password from settings, or generate one on first start.
+
+        A generated password is printed once and only its hash is kept.
+        """
+        s = self.settings
+        password = s.admin_password
+        if password is None and s.admin_password_file is not None:
+            password = s.admin_password_file.read_text().strip()
+        if password is not None:
+            self.users.put(s.admin_user, hash_password(password), ADMIN)
+        elif self.users.get(s.admin_user) is None:
+            generated = secrets.token_urlsafe(18)
+            self.users.put(s.admin_user, hash_password(generated), ADMIN)
+            print(f"swdepot: generated password for user {s.admin_user!r}: {generated}\n"
+                  "swdepot: it is shown only this once; only its hash is stored.", file=out,
+                  flush=True)
+        self.authenticator.forget()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.runner.shutdown(wait=True)
+        if self._janitor is not None:
+            self._janitor.join(timeout=5)
+        self.db.close()
+
+
+def ca_bundle(settings: Settings) -> Path | None:
+    """The CA file libcurl verifies servers with: the system store plus the operator's CAs.
+
+    This is swdepot's ``security certificate install -type server-ca``.
+    """
+    system = Path(ssl.get_default_verify_paths().cafile or "/etc/ssl/certs/ca-certificates.crt")
+    if not settings.ca_files:
+        return system if settings.use_system_ca and system.is_file() else None
+    parts = []
+    if settings.use_system_ca and system.is_file():
+        parts.append(system.read_text())
+    parts.extend(Path(f).read_text() for f in settings.ca_files)
+    bundle = settings.tls_dir / "server-ca-bundle.pem"
+    bundle.parent.mkdir(parents=True, exist_ok=True)
+    bundle.write_text("\n".join(parts))
+    return bundle

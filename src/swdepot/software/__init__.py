@@ -1,0 +1,1 @@
+"""ONTAP's cluster software domain: downloads, packages and the software profile."""

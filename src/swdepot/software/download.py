@@ -1,0 +1,161 @@
+"""``cluster image package get``: start a download job and report its status.
+
+The request is validated synchronously (URL, duplicates, one download at a time,
+no update running) as ONTAP does before it creates a job. The job then streams the
+package into both node stores while it is hashed and inspected, and publishes it.
+The server password lives only in the job's closure, for as long as the job runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from swdepot.errors import (
+    DOWNLOAD_INTERNAL,
+    DOWNLOAD_NOT_STARTED,
+    DOWNLOAD_RUNNING,
+    UPDATE_IN_PROGRESS,
+    Conflict,
+    OntapError,
+)
+from swdepot.jobs.model import Job, JobKind, JobState
+from swdepot.jobs.runner import JobContext, JobRunner
+from swdepot.jobs.store import JobStore, SlotTaken
+from swdepot.packages.inspect import PackageInspector
+from swdepot.packages.model import ValidationPolicy
+from swdepot.repository.repository import Repository
+from swdepot.transfer.engine import TransferEngine
+from swdepot.transfer.sink import PackageSink
+from swdepot.transfer.url import Credentials, DownloadUrl, parse_download_url
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = "POST /api/cluster/software/download"
+IN_PROGRESS = "Package download in progress"
+PROCESSING = "Package processing in progress"
+ALREADY_RUNNING = "Software get operation already in progress."
+COMPLETED = "Package download completed."
+
+
+@dataclass(frozen=True)
+class DownloadStatus:
+    """``GET /api/cluster/software/download``: ONTAP's fields plus byte progress."""
+
+    state: str
+    message: str
+    code: int
+    bytes_done: int | None = None
+    bytes_total: int | None = None
+    speed: float | None = None
+    job_uuid: str | None = None
+
+    def to_ontap(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"state": self.state, "message": self.message, "code": self.code}
+        if self.job_uuid is not None:
+            body["bytes_done"] = self.bytes_done
+            body["bytes_total"] = self.bytes_total
+            body["speed"] = self.speed
+            body["job"] = {"uuid": self.job_uuid,
+                           "_links": {"self": {"href": f"/api/cluster/jobs/{self.job_uuid}"}}}
+        body["_links"] = {"self": {"href": "/api/cluster/software/download"}}
+        return body
+
+
+class _JobControl:
+    """Adapts a job context to what the transfer layer asks for."""
+
+    def __init__(self, ctx: JobContext) -> None:
+        self._ctx = ctx
+
+    @property
+    def cancelled(self) -> bool:
+        return self._ctx.cancelled
+
+    def progress(self, done: int, total: int | None) -> None:
+        self._ctx.report(bytes_done=done, bytes_total=total)
+
+
+class DownloadService:
+    """Starts package downloads and answers for their status."""
+
+    def __init__(self, *, runner: JobRunner, jobs: JobStore, repository: Repository,
+                 engine: TransferEngine, policy: Callable[[], ValidationPolicy],
+                 max_package_bytes: int, node: str,
+                 update_in_progress: Callable[[], bool] = lambda: False) -> None:
+        self._runner = runner
+        self._jobs = jobs
+        self._repository = repository
+        self._engine = engine
+        self._policy = policy
+        self._max_bytes = max_package_bytes
+        self._node = node
+        self._update_in_progress = update_in_progress
+
+    def start(self, raw_url: str, username: str | None = None,
+              password: str | None = None) -> Job:
+        """Validate the request and start the job (or raise the ONTAP error)."""
+        url, embedded = parse_download_url(raw_url)
+        credentials = Credentials(
+            username if username is not None else embedded.username,
+            password if password is not None else embedded.password,
+        )
+        if self._update_in_progress():
+            raise Conflict(UPDATE_IN_PROGRESS, "Cannot perform an update when a previous "
+                           "update is still in progress.")
+        if self._jobs.active(JobKind.DOWNLOAD) is not None:
+            raise already_running()
+        self._repository.check_name_free(url.file_name)
+        job = Job.new(JobKind.DOWNLOAD, DESCRIPTION, node=self._node, target=url.url)
+        job = job.with_changes(message=IN_PROGRESS)
+        try:
+            self._runner.start(job, lambda ctx: self._run(ctx, url, credentials),
+                               exclusive=True, internal_code=DOWNLOAD_INTERNAL)
+        except SlotTaken:
+            raise already_running() from None
+        return job
+
+    def _run(self, ctx: JobContext, url: DownloadUrl, credentials: Credentials) -> str:
+        """The job body: transfer, inspect and publish in one pass over the bytes."""
+        staged = self._repository.stage()
+        inspector = PackageInspector(url.file_name, self._policy())
+        sink = PackageSink(staged.uploads, inspector, self._max_bytes)
+        try:
+            self._engine.fetch(url, credentials, sink, _JobControl(ctx))
+            ctx.report(PROCESSING, bytes_done=sink.bytes_written,
+                       bytes_total=sink.bytes_written, force=True)
+            info = inspector.finish()
+        except BaseException:
+            inspector.abort()
+            staged.abort()
+            raise
+        try:
+            record = self._repository.publish(staged, info, sink.sha256, sink.bytes_written)
+        except BaseException:
+            staged.abort()
+            raise
+        log.info("downloaded %s (%s %s, %d bytes, sha256 %s)", url.url, record.kind,
+                 record.version, record.size, record.sha256)
+        return "success"
+
+    def status(self) -> DownloadStatus:
+        """The latest download, as ``GET /api/cluster/software/download`` reports it."""
+        job = self._jobs.latest(JobKind.DOWNLOAD)
+        if job is None:
+            return DownloadStatus("not_started", "Package download has not started.",
+                                  DOWNLOAD_NOT_STARTED)
+        p = job.progress
+        extra = {"bytes_done": p.bytes_done, "bytes_total": p.bytes_total, "speed": p.speed,
+                 "job_uuid": job.uuid}
+        if job.state is JobState.SUCCESS:
+            return DownloadStatus("success", COMPLETED, 0, **extra)
+        if job.state is JobState.FAILURE:
+            return DownloadStatus("failure", job.message, job.code, **extra)
+        return DownloadStatus("running", IN_PROGRESS, DOWNLOAD_RUNNING, **extra)
+
+
+def already_running() -> OntapError:
+    """The text Ansible's na_ontap_software_update matches on."""
+    return Conflict(DOWNLOAD_RUNNING, ALREADY_RUNNING)

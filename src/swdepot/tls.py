@@ -1,0 +1,56 @@
+"""The service's own TLS certificate: generated once into the data directory.
+
+ONTAP ships with a self-signed cluster certificate; swdepot does the same unless the
+operator passes ``--cert``/``--key``. ECDSA P-256, because its handshake signature
+costs a fraction of RSA's on this class of machine.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import socket
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+
+def ensure_self_signed(directory: Path, hostnames: list[str]) -> tuple[Path, Path]:
+    """Return (cert, key) paths, creating a self-signed pair on first use."""
+    cert_path, key_path = directory / "server.crt", directory / "server.key"
+    if cert_path.is_file() and key_path.is_file():
+        return cert_path, key_path
+    directory.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    names: list[x509.GeneralName] = []
+    for name in dict.fromkeys([*hostnames, "localhost", socket.gethostname()]):
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            names.append(x509.DNSName(name))
+    names.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "swdepot")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=825))
+        .add_extension(x509.SubjectAlternativeName(list(dict.fromkeys(names))), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key.private_bytes(serialization.Encoding.PEM,
+                                   serialization.PrivateFormat.PKCS8,
+                                   serialization.NoEncryption()))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return cert_path, key_path

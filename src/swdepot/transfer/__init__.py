@@ -1,0 +1,1 @@
+"""The download engine: URL rules, protocol clients and the streaming sink."""

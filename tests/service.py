@@ -1,0 +1,198 @@
+"""Fixtures that run a real swdepot service: in-process (uvicorn on a thread) or as a
+separate ``swdepot serve`` process that tests can kill and restart.
+
+Every service here is confined to loopback by its outbound allow-list.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import uvicorn
+
+from swdepot.api.app import create_app
+from swdepot.config import Settings
+from swdepot.service import Service
+from swdepot.tls import ensure_self_signed
+
+ADMIN_PASSWORD = "admin-secret"
+LOOPBACK_ONLY = ("127.0.0.1/32",)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Api:
+    """A requests session against one swdepot, with ONTAP-style helpers."""
+
+    def __init__(self, base: str, cert: Path, auth: tuple[str, str]) -> None:
+        self.base = base
+        self.session = requests.Session()
+        self.session.trust_env = False  # no proxies, no REQUESTS_CA_BUNDLE override
+        self.session.verify = str(cert)
+        self.session.auth = auth
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", 30)
+        return self.session.request(method, self.base + path, **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("POST", path, **kwargs)
+
+    def delete(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("DELETE", path, **kwargs)
+
+    def wait_job(self, uuid: str, timeout: float = 30) -> dict[str, Any]:
+        """Poll a job until it ends, as the ONTAP clients do."""
+        deadline = time.monotonic() + timeout
+        while True:
+            body = self.get(f"/api/cluster/jobs/{uuid}").json()
+            if body.get("state") in ("success", "failure"):
+                return body
+            if time.monotonic() > deadline:
+                raise AssertionError(f"job {uuid} still {body.get('state')} after {timeout}s")
+            time.sleep(0.02)
+
+    def download(self, url: str, **body: Any) -> dict[str, Any]:
+        """Start a download and wait for its job; returns the finished job."""
+        response = self.post("/api/cluster/software/download", json={"url": url, **body})
+        assert response.status_code == 202, response.text
+        return self.wait_job(response.json()["job"]["uuid"])
+
+
+class RunningService:
+    """uvicorn serving a :class:`Service` on a background thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.service = Service(settings)
+        self.service.ensure_admin(out=open(os.devnull, "w"))  # noqa: SIM115
+        self.service.start()
+        cert, key = ensure_self_signed(settings.tls_dir, ["127.0.0.1"])
+        self.cert = cert
+        config = uvicorn.Config(create_app(self.service), host="127.0.0.1", port=settings.port,
+                                log_level="warning", access_log=False, lifespan="off",
+                                ssl_certfile=str(cert), ssl_keyfile=str(key))
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("swdepot did not start")
+            time.sleep(0.01)
+        self.api = Api(f"https://127.0.0.1:{settings.port}", cert,
+                       (settings.admin_user, ADMIN_PASSWORD))
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.service.close()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, import_dir: Path, tls_ca_file: Path, no_proxy_env: None) -> Settings:
+    """Settings for a test service: own data dir, test CA trusted, loopback only."""
+    return Settings(
+        data_dir=tmp_path / "swdepot", port=free_port(), admin_password=ADMIN_PASSWORD,
+        import_dir=import_dir, ca_files=(tls_ca_file,), allowed_networks=LOOPBACK_ONLY,
+        connect_timeout=5, stall_timeout=10,
+    )
+
+
+@pytest.fixture
+def start_service() -> Iterator[Callable[..., RunningService]]:
+    """Start services with settings changes; all are stopped at teardown."""
+    running: list[RunningService] = []
+
+    def start(base: Settings, **changes: Any) -> RunningService:
+        svc = RunningService(replace(base, **changes))
+        running.append(svc)
+        return svc
+
+    yield start
+    for svc in running:
+        svc.stop()
+
+
+@pytest.fixture
+def swdepot(settings: Settings, start_service: Callable[..., RunningService]) -> RunningService:
+    return start_service(settings)
+
+
+@pytest.fixture
+def api(swdepot: RunningService) -> Api:
+    return swdepot.api
+
+
+class ServiceProcess:
+    """``swdepot serve`` as a child process, for kill -9 and restart tests."""
+
+    def __init__(self, data_dir: Path, import_dir: Path, port: int) -> None:
+        self.data_dir = data_dir
+        self.import_dir = import_dir
+        self.port = port
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Api:
+        env = {**os.environ, "SWDEPOT_ADMIN_PASSWORD": ADMIN_PASSWORD}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "swdepot", "serve", "--data-dir", str(self.data_dir),
+             "--port", str(self.port), "--import-dir", str(self.import_dir),
+             "--allow-network", LOOPBACK_ONLY[0], "--log-level", "warning"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        cert = self.data_dir / "tls" / "server.crt"
+        deadline = time.monotonic() + 20
+        while True:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                raise RuntimeError(f"swdepot exited: {err}")
+            if cert.exists():
+                api = Api(f"https://127.0.0.1:{self.port}", cert, ("admin", ADMIN_PASSWORD))
+                with contextlib.suppress(requests.ConnectionError):
+                    if api.get("/api/cluster", timeout=2).status_code == 200:
+                        return api
+            if time.monotonic() > deadline:
+                raise RuntimeError("swdepot did not answer in time")
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def service_process(tmp_path: Path, import_dir: Path, no_proxy_env: None
+                    ) -> Iterator[ServiceProcess]:
+    proc = ServiceProcess(tmp_path / "swdepot-proc", import_dir, free_port())
+    yield proc
+    proc.stop()
