@@ -91,7 +91,7 @@ class RunningService:
         self.cert = cert
         config = uvicorn.Config(create_app(self.service), host="127.0.0.1", port=settings.port,
                                 log_level="warning", access_log=False, lifespan="off",
-                                ssl_certfile=str(cert), ssl_keyfile=str(key))
+                                timeout_graceful_shutdown=2, ssl_certfile=str(cert), ssl_keyfile=str(key))
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
@@ -104,6 +104,7 @@ class RunningService:
                        (settings.admin_user, ADMIN_PASSWORD))
 
     def stop(self) -> None:
+        self.api.session.close()
         self.server.should_exit = True
         self.thread.join(timeout=10)
         self.service.close()

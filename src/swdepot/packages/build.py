@@ -56,6 +56,7 @@ class _HashingReader:
         self.digest = hashlib.sha256()
 
     def read(self, size: int = -1, /) -> bytes:
+        """Read through, hashing exactly the bytes that end up in the archive."""
         data = self._fileobj.read(size)
         self.digest.update(data)
         return data
@@ -158,6 +159,7 @@ def _write_atomically(
                 tar.addfile(_tarinfo(SIGNATURE_NAME, len(signature), mtime), io.BytesIO(signature))
             for source in sources:
                 _add_source(tar, source, entries[source.member], mtime)
+        os.chmod(temp_name, 0o644)  # mkstemp creates 0600; a package is not a secret
         os.replace(temp_name, output)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)

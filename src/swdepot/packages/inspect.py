@@ -57,6 +57,7 @@ class PackageInspector:
             self._start_scan()
 
     def __enter__(self) -> PackageInspector:
+        """Use as ``with PackageInspector(...) as inspector`` so no thread outlives a crash."""
         return self
 
     def __exit__(
@@ -65,6 +66,7 @@ class PackageInspector:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        """Abort unless finish() already ran (then abort() is a no-op)."""
         self.abort()
 
     @property

@@ -25,7 +25,7 @@ RESERVED_NAMES = frozenset({MANIFEST_NAME, SIGNATURE_NAME})
 FORMAT_VERSION = 1
 MAX_SIGNATURE_FILE_BYTES = 4096
 SIGNATURE_BYTES = 64
-TRUSTED_KEY_SUFFIX = ".pem"
+TRUSTED_KEY_SUFFIXES = (".pem", ".pub")
 
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -211,20 +211,24 @@ def find_signer(
 
 
 def load_trusted_keys(directory: Path) -> dict[str, Ed25519PublicKey]:
-    """Trusted public keys from ``*.pem`` files in ``directory``, named by file stem.
+    """Trusted public keys from ``*.pem`` / ``*.pub`` files in ``directory``, named by stem.
 
-    A missing directory means "no trusted keys"; a .pem file that is not an Ed25519
-    SubjectPublicKeyInfo is a configuration error and raises ValueError naming the file.
-    Other files (README, backups) are ignored so the directory can be documented in place.
+    A missing directory means "no trusted keys"; a key file that is not an Ed25519 PEM
+    SubjectPublicKeyInfo, or two files with the same stem, is a configuration error and
+    raises ValueError naming the file. Other files (README, backups) are ignored so the
+    directory can be documented in place.
     """
     if not directory.exists():
         return {}
     if not directory.is_dir():
         raise ValueError(f"{directory}: trusted key location is not a directory")
-    keys = {}
+    keys: dict[str, Ed25519PublicKey] = {}
     for path in sorted(directory.iterdir()):
-        if path.suffix == TRUSTED_KEY_SUFFIX and path.is_file():
-            keys[path.stem] = _load_public_key(path)
+        if path.suffix not in TRUSTED_KEY_SUFFIXES or not path.is_file():
+            continue
+        if path.stem in keys:
+            raise ValueError(f"{path}: another file already defines trusted key {path.stem!r}")
+        keys[path.stem] = _load_public_key(path)
     return keys
 
 

@@ -87,9 +87,25 @@ class ChunkChannel:
         return self._cancelled.is_set()
 
     def read(self, size: int = -1, /) -> bytes:
-        """Up to ``size`` bytes (all remaining if negative); b"" once the producer closed."""
+        """``size`` bytes (all remaining if negative), fewer only at end of data.
+
+        Short reads are not allowed: gzip reads its header fields with single read() calls
+        and would misparse a header split across chunks.
+        """
         if size < 0:
             return b"".join(iter(lambda: self.read(1 << 20), b""))
+        piece = self._read_some(size)
+        if len(piece) == size or not piece:
+            return piece
+        pieces = [piece]
+        wanted = size - len(piece)
+        while wanted and (piece := self._read_some(wanted)):
+            pieces.append(piece)
+            wanted -= len(piece)
+        return b"".join(pieces)
+
+    def _read_some(self, size: int) -> bytes:
+        """Up to ``size`` bytes from the current chunk, the whole chunk without copying."""
         if size == 0 or not self._fill():
             return b""
         start = self._position
@@ -97,7 +113,7 @@ class ChunkChannel:
         self._position = end
         self.consumed += end - start
         if start == 0 and end == len(self._buffer):
-            return self._buffer  # the whole chunk: hand it on without copying
+            return self._buffer
         return self._buffer[start:end]
 
     def _fill(self) -> bool:
