@@ -89,9 +89,11 @@ class RunningService:
         self.service.start()
         cert, key = ensure_self_signed(settings.tls_dir, ["127.0.0.1"])
         self.cert = cert
-        config = uvicorn.Config(create_app(self.service), host="127.0.0.1", port=settings.port,
-                                log_level="warning", access_log=False, lifespan="off",
-                                timeout_graceful_shutdown=2, ssl_certfile=str(cert), ssl_keyfile=str(key))
+        config = uvicorn.Config(
+            create_app(self.service), host="127.0.0.1", port=settings.port, log_level="warning",
+            access_log=False, lifespan="off", timeout_graceful_shutdown=2,
+            ssl_certfile=str(cert), ssl_keyfile=str(key),
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()

@@ -18,8 +18,8 @@ from swdepot.auth import ADMIN, Authenticator, hash_password
 from swdepot.config import Settings
 from swdepot.errors import DOWNLOAD_FAILED
 from swdepot.jobs.runner import JobRunner
-from swdepot.packages.model import ValidationPolicy
 from swdepot.packages.manifest import load_trusted_keys
+from swdepot.packages.model import ValidationPolicy
 from swdepot.persistence.sqlite import (
     Database,
     SqliteJobStore,
