@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from packaging import make_package
+from pkgfactory import make_package
 
 PACKAGES = "/api/cluster/software/packages"
 

@@ -6,7 +6,7 @@ import hashlib
 import threading
 from pathlib import Path
 
-from packaging import make_package, make_plain_tgz, make_traversal_tgz
+from pkgfactory import make_package, make_plain_tgz, make_traversal_tgz
 from servers import Fault, make_file
 
 DOWNLOAD = "/api/cluster/software/download"

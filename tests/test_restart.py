@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from packaging import make_package
+from pkgfactory import make_package
 from servers import Fault
 
 DOWNLOAD = "/api/cluster/software/download"

@@ -1,0 +1,5 @@
+"""One module per resource; :data:`ROUTES` is what the app serves."""
+
+from swdepot.api.routes import cluster, download, jobs, packages
+
+ROUTES = [*cluster.ROUTES, *download.ROUTES, *packages.ROUTES, *jobs.ROUTES]

@@ -1,0 +1,78 @@
+"""Service wiring: settings files, the admin password, store placement failures."""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pkgfactory import make_package
+from swdepot.auth import verify_password
+from swdepot.config import Settings, load_settings
+from swdepot.service import Service
+
+
+def test_settings_file_with_cluster_identity(tmp_path: Path) -> None:
+    config = tmp_path / "swdepot.toml"
+    config.write_text(
+        'data_dir = "state"\nport = 9443\nallowed_networks = ["127.0.0.0/8"]\n'
+        '[cluster]\nname = "lab"\nversion = "9.15.1P2"\nnodes = ["a", "b", "c"]\n'
+    )
+    settings = load_settings(config, port=10443)
+    assert settings.data_dir == tmp_path / "state"
+    assert settings.port == 10443  # flags win over the file
+    assert settings.cluster.name == "lab" and settings.cluster.nodes == ("a", "b", "c")
+    service = Service(settings)
+    try:
+        assert service.profile.cluster()["version"]["major"] == 15
+        assert [n["name"] for n in service.profile.software()["nodes"]] == ["a", "b", "c"]
+    finally:
+        service.close()
+
+
+def test_settings_file_rejects_unknown_keys(tmp_path: Path) -> None:
+    config = tmp_path / "swdepot.toml"
+    config.write_text("prot = 1\n")
+    with pytest.raises(ValueError, match="prot"):
+        load_settings(config)
+
+
+def test_generated_admin_password_is_printed_once_and_only_hashed(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "d")
+    first = io.StringIO()
+    service = Service(settings)
+    service.ensure_admin(out=first)
+    password = first.getvalue().split("'admin': ")[1].split()[0]
+    stored_hash, role = service.users.get("admin")
+    assert role == "admin" and password not in stored_hash
+    assert verify_password(password, stored_hash)
+    assert service.authenticator.authenticate(_basic("admin", password)).name == "admin"
+    service.close()
+    assert password.encode() not in (tmp_path / "d" / "swdepot.db").read_bytes()
+
+    second = io.StringIO()
+    service = Service(settings)
+    service.ensure_admin(out=second)
+    assert second.getvalue() == ""  # printed once, on first start only
+    assert verify_password(password, service.users.get("admin")[0])
+    service.close()
+
+
+def _basic(user: str, password: str) -> str:
+    import base64
+
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_store_placement_failure_is_10551859(api, swdepot, import_dir) -> None:
+    secondary = swdepot.settings.store_roots[1]
+    shutil.rmtree(secondary / ".staging")
+    (secondary / ".staging").write_text("not a directory")  # the node store is broken
+    make_package(import_dir, "p.tgz", "9.12.1", size=4096)
+    job = api.download("file:///p.tgz")
+    assert job["state"] == "failure" and job["code"] == 10551859, job
+    assert job["message"].startswith("Failed to set primary and secondary nodes")
+    assert api.get("/api/cluster/software/packages").json()["num_records"] == 0
+    assert list((swdepot.settings.store_roots[0] / ".staging").iterdir()) == []
