@@ -119,6 +119,7 @@ def settings(tmp_path: Path, import_dir: Path, tls_ca_file: Path, no_proxy_env: 
         data_dir=tmp_path / "swdepot", port=free_port(), admin_password=ADMIN_PASSWORD,
         import_dir=import_dir, ca_files=(tls_ca_file,), allowed_networks=LOOPBACK_ONLY,
         connect_timeout=5, stall_timeout=10,
+        retry_base_delay=0.05, retry_max_delay=0.2,  # transient failures retry quickly here
     )
 
 

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from swdepot import testpoints
 from swdepot.errors import (
     FIRMWARE_EXISTS,
     PACKAGE_NAME_EXISTS,
@@ -110,10 +111,12 @@ class Repository:
             for store, upload in zip(self.stores, staged.uploads, strict=True):
                 upload.commit(record.store_key)
                 committed.append(store)
+                testpoints.reached("publish.blob_committed")
         except OSError as exc:
             staged.abort()
             self._delete_blobs(record.store_key, committed)
             raise placement_failed(f"{exc.strerror or exc}") from exc
+        testpoints.reached("publish.blobs_committed")
         try:
             self.catalog.add(record)
         except (DuplicateName, DuplicateVersion) as exc:  # lost a race with another node
@@ -129,6 +132,7 @@ class Repository:
     def delete(self, record: PackageRecord) -> None:
         """Hide the package (record first), then remove both copies."""
         self.catalog.remove(record.id)
+        testpoints.reached("delete.unlisted")
         self._delete_blobs(record.store_key, self.stores)
 
     def _delete_blobs(self, key: str, stores: Sequence[BlobStore]) -> None:
@@ -137,6 +141,7 @@ class Repository:
                 store.delete(key)
             except OSError:  # recovery removes the orphan later
                 log.warning("could not delete %s from store %s", key, store.name)
+            testpoints.reached("delete.blob_deleted")
 
     def images(self) -> list[PackageRecord]:
         return self.catalog.all(PackageKind.IMAGE)
