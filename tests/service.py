@@ -157,13 +157,15 @@ class ServiceProcess:
         self.port = port
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> Api:
-        env = {**os.environ, "SWDEPOT_ADMIN_PASSWORD": ADMIN_PASSWORD}
+    def start(self, env: dict[str, str] | None = None, args: tuple[str, ...] = (),
+              stderr: Any = subprocess.PIPE) -> Api:
+        """Start ``swdepot serve``; ``env``/``args`` add variables and flags (e.g. test points)."""
+        env = {**os.environ, "SWDEPOT_ADMIN_PASSWORD": ADMIN_PASSWORD, **(env or {})}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "swdepot", "serve", "--data-dir", str(self.data_dir),
              "--port", str(self.port), "--import-dir", str(self.import_dir),
-             "--allow-network", LOOPBACK_ONLY[0], "--log-level", "warning"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+             "--allow-network", LOOPBACK_ONLY[0], "--log-level", "warning", *args],
+            env=env, stdout=subprocess.DEVNULL, stderr=stderr,
         )
         cert = self.data_dir / "tls" / "server.crt"
         deadline = time.monotonic() + 20

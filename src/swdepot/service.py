@@ -50,12 +50,7 @@ class Service:
         self.jobs = SqliteJobStore(self.db)
         self.users = SqliteUserStore(self.db)
         self.authenticator = Authenticator(self.users)
-        primary, secondary = settings.store_roots
-        self.repository = Repository(
-            SqlitePackageCatalog(self.db),
-            [LocalDirStore(primary, settings.cluster.nodes[0]),
-             LocalDirStore(secondary, settings.cluster.nodes[-1])],
-        )
+        self.repository = open_repository(settings, self.db)
         self.profile = ClusterProfile(settings.cluster)
         self.runner = JobRunner(self.jobs, workers=settings.job_workers)
         node = settings.cluster.nodes[0]
@@ -140,6 +135,16 @@ class Service:
         if self._janitor is not None:
             self._janitor.join(timeout=5)
         self.db.close()
+
+
+def open_repository(settings: Settings, db: Database) -> Repository:
+    """The catalog and both node stores, as the service and the operator commands use them."""
+    primary, secondary = settings.store_roots
+    return Repository(
+        SqlitePackageCatalog(db),
+        [LocalDirStore(primary, settings.cluster.nodes[0]),
+         LocalDirStore(secondary, settings.cluster.nodes[-1])],
+    )
 
 
 def ca_bundle(settings: Settings) -> Path | None:
