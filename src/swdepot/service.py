@@ -18,6 +18,7 @@ from swdepot.auth import ADMIN, Authenticator, hash_password
 from swdepot.config import Settings
 from swdepot.errors import INTERNAL_ERROR
 from swdepot.jobs.runner import JobRunner
+from swdepot.loginlimit import LoginLimiter
 from swdepot.packages.manifest import load_trusted_keys
 from swdepot.packages.model import ValidationPolicy
 from swdepot.persistence.sqlite import (
@@ -49,7 +50,9 @@ class Service:
         self.db = Database(settings.database_path)
         self.jobs = SqliteJobStore(self.db)
         self.users = SqliteUserStore(self.db)
-        self.authenticator = Authenticator(self.users)
+        self.authenticator = Authenticator(
+            self.users, limiter=LoginLimiter(settings.login_max_failures,
+                                             settings.login_failure_window))
         self.repository = open_repository(settings, self.db)
         self.profile = ClusterProfile(settings.cluster)
         self.runner = JobRunner(self.jobs, workers=settings.job_workers)
