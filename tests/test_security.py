@@ -199,3 +199,16 @@ def test_self_signed_key_is_private(service_process):
     key = service_process.data_dir / "tls" / "server.key"
     assert oct(os.stat(key).st_mode & 0o777) == "0o600"
     assert Path(key).read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
+
+
+def test_admin_password_is_stored_as_a_salted_scrypt_hash(swdepot):
+    import sqlite3
+
+    from swdepot.auth import verify_password
+
+    with sqlite3.connect(swdepot.settings.database_path) as db:
+        (stored,) = db.execute("SELECT password_hash FROM users WHERE name = 'admin'").fetchone()
+    scheme, n, _r, _p, _salt, _digest = stored.split("$")
+    assert scheme == "scrypt" and int(n) >= 1 << 14
+    assert verify_password(ADMIN_PASSWORD, stored) and not verify_password("guess", stored)
+    assert ADMIN_PASSWORD not in stored
