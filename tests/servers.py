@@ -140,6 +140,9 @@ class Fault:
       down, so stall/low-speed-timeout tests do not hang teardown.
     * ``ignore_range``: behave like a server without range support (always 200 + full body).
 
+    ``then`` chains a follow-up fault used once this one is exhausted; ``on_hit`` runs a
+    callback whenever the fault is applied.
+
     Body faults apply to whatever the normal logic selected, so ``truncate`` on a ``Range``
     request cuts the 206 body. Auth is checked first: unauthenticated requests get 401 and do
     not consume the fault. ``times`` limits the fault to the first N matching requests (then
@@ -157,6 +160,12 @@ class Fault:
     times: int | None = None
     methods: tuple[str, ...] | None = None
     hits: int = 0
+    #: Applied instead once this fault is exhausted: chains such as "truncate once, then
+    #: ignore ranges" for resume tests.
+    then: Fault | None = None
+    #: Called (on the handler thread) each time the fault is taken, before the response is
+    #: built -- e.g. to change the file between two attempts of a download.
+    on_hit: Callable[[], None] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in _FAULT_KINDS:
@@ -225,10 +234,14 @@ class FaultTable(MutableMapping[str, Fault]):
         """Return the fault to apply to this request (counting it as a hit), or None."""
         with self._lock:
             fault = self._faults.get(_normalize_path(path))
+            while fault is not None and fault.exhausted and fault.then is not None:
+                fault = fault.then
             if fault is None or method.upper() not in fault.effective_methods or fault.exhausted:
                 return None
             fault.hits += 1
-            return fault
+        if fault.on_hit is not None:
+            fault.on_hit()
+        return fault
 
 
 # --------------------------------------------------------------------------------------------
@@ -707,6 +720,21 @@ class ContentServer:
 # --------------------------------------------------------------------------------------------
 
 
+class _CutProducer:
+    """Wraps pyftpdlib's file producer so a RETR ends early (a truncated download)."""
+
+    def __init__(self, producer: Any, limit: int) -> None:
+        self._producer = producer
+        self._left = limit
+
+    def more(self) -> bytes:
+        if self._left <= 0:
+            return b""
+        chunk = self._producer.more()[: self._left]
+        self._left -= len(chunk)
+        return chunk
+
+
 class FTPTestServer:
     """pyftpdlib serving ``root`` read-only to one named user and to anonymous.
 
@@ -733,6 +761,32 @@ class FTPTestServer:
         authorizer.add_user(username, password, str(self.root), perm="elr")
         if anonymous:
             authorizer.add_anonymous(str(self.root), perm="elr")
+        #: Fault injection for resume tests: each RETR pops the next entry and, if it is not
+        #: None, sends only that many bytes before closing the data connection normally.
+        self.cut_retr_after: list[int | None] = []
+        #: The ``REST`` offset of every RETR, in order (0 when the client sent none).
+        self.retr_offsets: list[int] = []
+        #: Callbacks run before each SIZE command is answered (popped in order; None skips),
+        #: e.g. to replace the file between two attempts of a download.
+        self.before_size: list[Callable[[], None] | None] = []
+        server = self
+
+        def ftp_SIZE(handler: FTPHandler, path: str) -> Any:
+            hook = server.before_size.pop(0) if server.before_size else None
+            if hook is not None:
+                hook()
+            return FTPHandler.ftp_SIZE(handler, path)
+
+        def push_dtp_data(handler: FTPHandler, data: Any, isproducer: bool = False,
+                          file: Any = None, cmd: str | None = None) -> None:
+            if cmd == "RETR" and isproducer:
+                server.retr_offsets.append(file.tell() if file is not None else 0)
+                limit = server.cut_retr_after.pop(0) if server.cut_retr_after else None
+                if limit is not None:
+                    handler.use_sendfile = False  # sendfile would bypass the wrapper
+                    data = _CutProducer(data, limit)
+            FTPHandler.push_dtp_data(handler, data, isproducer, file, cmd)
+
         handler = type(
             "_TestFTPHandler",
             (FTPHandler,),
@@ -742,6 +796,8 @@ class FTPTestServer:
                 "auth_failed_timeout": 0,  # default 3 s delay would slow wrong-password tests
                 "timeout": 30,
                 "banner": "swdepot test ftpd ready.",
+                "push_dtp_data": push_dtp_data,
+                "ftp_SIZE": ftp_SIZE,
             },
         )
         self._ioloop = IOLoop()

@@ -119,6 +119,7 @@ def settings(tmp_path: Path, import_dir: Path, tls_ca_file: Path, no_proxy_env: 
         data_dir=tmp_path / "swdepot", port=free_port(), admin_password=ADMIN_PASSWORD,
         import_dir=import_dir, ca_files=(tls_ca_file,), allowed_networks=LOOPBACK_ONLY,
         connect_timeout=5, stall_timeout=10,
+        retry_base_delay=0.05, retry_max_delay=0.2,  # transient failures retry quickly here
     )
 
 
@@ -156,13 +157,15 @@ class ServiceProcess:
         self.port = port
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> Api:
-        env = {**os.environ, "SWDEPOT_ADMIN_PASSWORD": ADMIN_PASSWORD}
+    def start(self, env: dict[str, str] | None = None, args: tuple[str, ...] = (),
+              stderr: Any = subprocess.PIPE) -> Api:
+        """Start ``swdepot serve``; ``env``/``args`` add variables and flags (e.g. test points)."""
+        env = {**os.environ, "SWDEPOT_ADMIN_PASSWORD": ADMIN_PASSWORD, **(env or {})}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "swdepot", "serve", "--data-dir", str(self.data_dir),
              "--port", str(self.port), "--import-dir", str(self.import_dir),
-             "--allow-network", LOOPBACK_ONLY[0], "--log-level", "warning"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+             "--allow-network", LOOPBACK_ONLY[0], "--log-level", "warning", *args],
+            env=env, stdout=subprocess.DEVNULL, stderr=stderr,
         )
         cert = self.data_dir / "tls" / "server.crt"
         deadline = time.monotonic() + 20

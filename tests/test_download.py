@@ -275,15 +275,12 @@ def test_bad_credentials_fail_with_401_and_no_password(api, http_server, content
     assert status["message"] == job["message"]
 
 
-def test_not_found_refused_and_truncated(api, http_server_noauth, content_dir):
+def test_not_found_and_refused_fail(api, http_server_noauth):
     job = api.download(http_server_noauth.url("nope.tgz"))
     assert job["code"] == 10551381 and "404" in job["message"]
     job = api.download("http://127.0.0.1:9/x.tgz")  # nothing listens on the discard port
     assert job["code"] == 10551381 and "connect" in job["message"]
-    make_package(content_dir, "cut.tgz", "9.8.1", size=512 * 1024)
-    http_server_noauth.faults["/cut.tgz"] = Fault("truncate", after_bytes=100_000)
-    job = api.download(http_server_noauth.url("cut.tgz"))
-    assert job["state"] == "failure" and job["code"] == 10551381, job
+    assert "gave up after 6 attempts" in job["message"]  # refused is retried (server restarting)
     assert listed_versions(api) == []
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from swdepot.errors import NOT_AUTHORIZED, Forbidden, Unauthorized
+from swdepot.loginlimit import LoginLimiter
 
 ADMIN = "admin"
 READONLY = "readonly"
@@ -71,15 +72,20 @@ class Principal:
 class Authenticator:
     """Checks Basic credentials, with a short-lived cache of verified ones."""
 
-    def __init__(self, users: UserStore, clock: type[time.monotonic] | None = None) -> None:
+    def __init__(self, users: UserStore, clock: type[time.monotonic] | None = None,
+                 limiter: LoginLimiter | None = None) -> None:
         self._users = users
+        self._limiter = limiter or LoginLimiter(max_failures=0)
         self._key = secrets.token_bytes(32)
         self._cache: dict[bytes, tuple[float, Principal]] = {}
         self._lock = threading.Lock()
         self._clock = clock or time.monotonic
 
-    def authenticate(self, header: str | None) -> Principal:
-        """The caller behind an ``Authorization`` header, or :class:`Unauthorized`."""
+    def authenticate(self, header: str | None, client: str | None = None) -> Principal:
+        """The caller behind an ``Authorization`` header, or :class:`Unauthorized`.
+
+        ``client`` (the peer address) is what failed logins are counted against.
+        """
         name, password = _parse_basic(header)
         token = hmac.new(self._key, f"{name}\0{password}".encode(), hashlib.sha256).digest()
         now = self._clock()
@@ -87,9 +93,12 @@ class Authenticator:
             hit = self._cache.get(token)
         if hit is not None and hit[0] > now:
             return hit[1]
+        self._limiter.check(client)
         found = self._users.get(name)
         if found is None or not verify_password(password, found[0]):
+            self._limiter.failed(client)
             raise _unauthorized()
+        self._limiter.succeeded(client)
         principal = Principal(name, found[1])
         with self._lock:
             if len(self._cache) >= CACHE_ENTRIES:

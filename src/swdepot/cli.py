@@ -44,6 +44,15 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("-o", "--output", type=Path, required=True, help="output .tgz file")
     keygen = psub.add_parser("keygen", help="create an Ed25519 signing key pair")
     keygen.add_argument("name", type=Path, help="writes NAME.key (private) and NAME.pub")
+
+    repository = sub.add_parser("repository", help="check the stored packages")
+    rsub = repository.add_subparsers(dest="repository_command", required=True)
+    verify = rsub.add_parser("verify", help="check both copies of every package against its "
+                             "recorded sha256; exit status 1 if anything is wrong")
+    verify.add_argument("--config", type=Path, help="TOML settings file")
+    verify.add_argument("--data-dir", type=Path, help="where the database and packages live")
+    verify.add_argument("--repair", action="store_true",
+                        help="rewrite bad or missing copies from a good one; remove orphans")
     return parser
 
 
@@ -51,6 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "repository":
+        return _repository(args)
     return _package(args)
 
 
@@ -93,3 +104,29 @@ def _package(args: argparse.Namespace) -> int:
         return 1
     print(out)
     return 0
+
+
+def _repository(args: argparse.Namespace) -> int:
+    from swdepot.config import load_settings
+    from swdepot.persistence.sqlite import Database
+    from swdepot.service import open_repository
+
+    settings = load_settings(args.config, data_dir=args.data_dir)
+    if not settings.database_path.is_file():
+        print(f"swdepot: no repository at {settings.data_dir}", file=sys.stderr)
+        return 2
+    db = Database(settings.database_path)
+    try:
+        report = open_repository(settings, db).verify(repair=args.repair)
+    finally:
+        db.close()
+    for damage in report.damaged:
+        fix = f"repaired from {damage.repaired_from}" if damage.repaired_from else "NOT repaired"
+        print(f"{damage.store}: {damage.problem} copy of {damage.file_name}: {fix}")
+    for name in report.lost:
+        print(f"lost: {name} has no intact copy left")
+    for store, key in report.orphans:
+        print(f"{store}: orphan {key} ({'removed' if report.orphans_removed else 'kept'})")
+    verdict = "ok" if report.healthy else "PROBLEMS"
+    print(f"{verdict}: {report.packages} packages checked")
+    return 0 if report.healthy else 1

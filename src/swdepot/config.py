@@ -45,9 +45,17 @@ class Settings:
     use_system_ca: bool = True
     allowed_networks: tuple[str, ...] = ()
     connect_timeout: float = 30.0
-    stall_timeout: float = 120.0
-    max_duration: float = 3600.0
+    stall_timeout: float = 120.0  # seconds below stall_min_speed before a transfer is ended
+    stall_min_speed: int = 1  # bytes per second; 1 means "no progress at all"
+    max_duration: float = 3600.0  # ONTAP's 1-hour limit (10551383), retries included
     max_package_bytes: int = 64 << 30
+    # Retries of transient transfer failures (reset, truncation, 5xx, connect timeout)
+    retries: int = 5  # consecutive failed attempts without progress before giving up
+    retry_base_delay: float = 1.0  # first back-off; doubles per failure, with jitter
+    retry_max_delay: float = 60.0
+    # Failed logins per client address before it must wait (HTTP 429)
+    login_max_failures: int = 10
+    login_failure_window: float = 60.0
     # Packages
     require_signatures: bool = False
     trust_dir: Path | None = None

@@ -89,6 +89,8 @@ class InternalError(OntapError):
 # --- ONTAP codes used across swdepot (names say what ONTAP's tables say) ---------------
 
 ENTRY_NOT_FOUND = 4
+INTERNAL_ERROR = 262145
+TOO_MANY_REQUESTS = 262160
 NOT_AUTHORIZED = 6
 UNEXPECTED_ARGUMENT = 262179
 FIELD_CANNOT_BE_SET = 262196

@@ -7,7 +7,7 @@ import uvicorn
 from swdepot.api.app import create_app
 from swdepot.config import Settings
 from swdepot.service import Service
-from swdepot.tls import ensure_self_signed
+from swdepot.tls import ensure_self_signed, harden
 
 
 def run(settings: Settings, *, log_level: str = "info") -> None:
@@ -27,6 +27,9 @@ def run(settings: Settings, *, log_level: str = "info") -> None:
             log_level=log_level, access_log=False, lifespan="off",
             loop="uvloop", http="httptools", server_header=False, **ssl_args,
         )
+        config.load()  # builds the SSL context, which is then tightened before serving
+        if config.ssl is not None:
+            harden(config.ssl)
         uvicorn.Server(config).run()
     finally:
         service.close()

@@ -16,8 +16,9 @@ from pathlib import Path
 
 from swdepot.auth import ADMIN, Authenticator, hash_password
 from swdepot.config import Settings
-from swdepot.errors import DOWNLOAD_FAILED
+from swdepot.errors import INTERNAL_ERROR
 from swdepot.jobs.runner import JobRunner
+from swdepot.loginlimit import LoginLimiter
 from swdepot.packages.manifest import load_trusted_keys
 from swdepot.packages.model import ValidationPolicy
 from swdepot.persistence.sqlite import (
@@ -33,11 +34,11 @@ from swdepot.software.packages import PackageService
 from swdepot.software.profile import ClusterProfile
 from swdepot.transfer.curl import CurlOptions
 from swdepot.transfer.engine import TransferEngine
+from swdepot.transfer.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
-RESTARTED = ("Package download failed: the download was interrupted because the service "
-             "restarted. Start it again.")
+RESTARTED = "The job was interrupted because the service restarted."
 
 
 class Service:
@@ -49,13 +50,10 @@ class Service:
         self.db = Database(settings.database_path)
         self.jobs = SqliteJobStore(self.db)
         self.users = SqliteUserStore(self.db)
-        self.authenticator = Authenticator(self.users)
-        primary, secondary = settings.store_roots
-        self.repository = Repository(
-            SqlitePackageCatalog(self.db),
-            [LocalDirStore(primary, settings.cluster.nodes[0]),
-             LocalDirStore(secondary, settings.cluster.nodes[-1])],
-        )
+        self.authenticator = Authenticator(
+            self.users, limiter=LoginLimiter(settings.login_max_failures,
+                                             settings.login_failure_window))
+        self.repository = open_repository(settings, self.db)
         self.profile = ClusterProfile(settings.cluster)
         self.runner = JobRunner(self.jobs, workers=settings.job_workers)
         node = settings.cluster.nodes[0]
@@ -65,16 +63,20 @@ class Service:
                 allowed_networks=settings.allowed_network_objects(),
                 connect_timeout=settings.connect_timeout,
                 stall_timeout=settings.stall_timeout,
-                max_duration=settings.max_duration,
+                stall_min_speed=settings.stall_min_speed,
             ),
             settings.import_dir,
+            retry=RetryPolicy(settings.retries, settings.retry_base_delay,
+                              settings.retry_max_delay),
+            max_duration=settings.max_duration,
         )
         self.downloads = DownloadService(
             runner=self.runner, jobs=self.jobs, repository=self.repository, engine=engine,
             policy=self.validation_policy, max_package_bytes=settings.max_package_bytes,
             node=node, update_in_progress=self.profile.update_in_progress,
         )
-        self.packages = PackageService(runner=self.runner, repository=self.repository,
+        self.packages = PackageService(runner=self.runner, jobs=self.jobs,
+                                       repository=self.repository,
                                        node=node, running_version=settings.cluster.version)
         self._stop = threading.Event()
         self._janitor: threading.Thread | None = None
@@ -88,7 +90,10 @@ class Service:
 
     def start(self) -> None:
         """Recover from whatever the last process left behind, then start housekeeping."""
-        failed = self.jobs.fail_active(RESTARTED, DOWNLOAD_FAILED, time.time())
+        now = time.time()
+        failed = (self.downloads.recover_interrupted(now)
+                  + self.packages.recover_interrupted(now)
+                  + self.jobs.fail_active(RESTARTED, INTERNAL_ERROR, now))
         report = self.repository.recover()
         if failed or any(report.values()):
             log.warning("recovered after restart: %d interrupted jobs, %s", failed, report)
@@ -133,6 +138,16 @@ class Service:
         if self._janitor is not None:
             self._janitor.join(timeout=5)
         self.db.close()
+
+
+def open_repository(settings: Settings, db: Database) -> Repository:
+    """The catalog and both node stores, as the service and the operator commands use them."""
+    primary, secondary = settings.store_roots
+    return Repository(
+        SqlitePackageCatalog(db),
+        [LocalDirStore(primary, settings.cluster.nodes[0]),
+         LocalDirStore(secondary, settings.cluster.nodes[-1])],
+    )
 
 
 def ca_bundle(settings: Settings) -> Path | None:

@@ -30,6 +30,7 @@ from swdepot.errors import (
     Unauthorized,
     invalid_field_value,
 )
+from swdepot.loginlimit import TooManyFailures
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,8 @@ def respond(request: Request, body: dict[str, Any], status: int = 200,
 
 def error_response(request: Request, exc: OntapError) -> Response:
     headers = {"www-authenticate": 'Basic realm="swdepot"'} if isinstance(exc, Unauthorized) else {}
+    if isinstance(exc, TooManyFailures):
+        headers["retry-after"] = str(exc.retry_after)
     return Response(orjson.dumps(exc.to_body()), status_code=exc.status, media_type=HAL
                     if not wants_plain_json(request) else JSON,
                     headers={**SECURITY_HEADERS, **headers})
@@ -179,8 +182,9 @@ async def _authenticate(authenticator: Authenticator, request: Request) -> Princ
     """Check credentials; a cache miss costs one scrypt, so it runs off the event loop."""
     from starlette.concurrency import run_in_threadpool
 
+    client = request.client.host if request.client is not None else None
     return await run_in_threadpool(authenticator.authenticate,
-                                   request.headers.get("authorization"))
+                                   request.headers.get("authorization"), client)
 
 
 def principal(request: Request) -> Principal:

@@ -60,8 +60,11 @@ class JobContext:
             current = (bytes_done - self._last_bytes) / elapsed
             self._speed = current if self._speed == 0 else 0.5 * self._speed + 0.5 * current
         self._last_bytes, self._last_time, self._last_write = bytes_done, now, now
-        self._store.set_progress(self.job.uuid, message,
-                                 Progress(bytes_done, bytes_total, round(self._speed, 1)))
+        try:
+            self._store.set_progress(self.job.uuid, message,
+                                     Progress(bytes_done, bytes_total, round(self._speed, 1)))
+        except Exception:  # progress is advisory: a full or busy store must not fail the job
+            log.warning("could not record progress of job %s", self.job.uuid, exc_info=True)
 
 
 class JobRunner:

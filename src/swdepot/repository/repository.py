@@ -14,8 +14,9 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from swdepot import testpoints
 from swdepot.errors import (
     FIRMWARE_EXISTS,
     PACKAGE_NAME_EXISTS,
@@ -54,6 +55,33 @@ def duplicate_version_error(version: str) -> Conflict:
 
 def placement_failed(reason: str) -> InternalError:
     return InternalError(REPOSITORY_PLACEMENT_FAILED, f"{PLACEMENT_FAILED} ({reason})")
+
+
+@dataclass(frozen=True)
+class DamagedCopy:
+    """One node copy that is missing or does not match its recorded sha256."""
+
+    file_name: str
+    store: str
+    problem: str  # "missing" or "corrupt"
+    repaired_from: str | None = None
+
+
+@dataclass
+class VerifyReport:
+    """What :meth:`Repository.verify` found (and repaired)."""
+
+    packages: int = 0
+    damaged: list[DamagedCopy] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)  # file names without any intact copy
+    orphans: list[tuple[str, str]] = field(default_factory=list)  # (store, key), no record
+    orphans_removed: bool = False
+
+    @property
+    def healthy(self) -> bool:
+        """True when every package has all its copies intact (now) and nothing is stray."""
+        return (not self.lost and all(d.repaired_from for d in self.damaged)
+                and (not self.orphans or self.orphans_removed))
 
 
 @dataclass
@@ -110,10 +138,12 @@ class Repository:
             for store, upload in zip(self.stores, staged.uploads, strict=True):
                 upload.commit(record.store_key)
                 committed.append(store)
+                testpoints.reached("publish.blob_committed")
         except OSError as exc:
             staged.abort()
             self._delete_blobs(record.store_key, committed)
             raise placement_failed(f"{exc.strerror or exc}") from exc
+        testpoints.reached("publish.blobs_committed")
         try:
             self.catalog.add(record)
         except (DuplicateName, DuplicateVersion) as exc:  # lost a race with another node
@@ -129,6 +159,7 @@ class Repository:
     def delete(self, record: PackageRecord) -> None:
         """Hide the package (record first), then remove both copies."""
         self.catalog.remove(record.id)
+        testpoints.reached("delete.unlisted")
         self._delete_blobs(record.store_key, self.stores)
 
     def _delete_blobs(self, key: str, stores: Sequence[BlobStore]) -> None:
@@ -137,6 +168,7 @@ class Repository:
                 store.delete(key)
             except OSError:  # recovery removes the orphan later
                 log.warning("could not delete %s from store %s", key, store.name)
+            testpoints.reached("delete.blob_deleted")
 
     def images(self) -> list[PackageRecord]:
         return self.catalog.all(PackageKind.IMAGE)
@@ -154,3 +186,64 @@ class Repository:
                         orphans += 1
         return {"staging_removed": staging, "orphans_removed": orphans}
 
+
+    def verify(self, *, repair: bool = False) -> VerifyReport:
+        """Check every copy against its recorded sha256; optionally repair from a good one.
+
+        Reads every byte of every copy, so it is an operator command, not a request path.
+        With ``repair`` a missing or corrupt copy is rewritten (atomically, through the
+        store's own upload) from an intact copy, and blobs without a record are removed.
+        """
+        report = VerifyReport()
+        for record in self.catalog.all():
+            report.packages += 1
+            good: list[BlobStore] = []
+            bad: list[tuple[BlobStore, str]] = []
+            for store in self.stores:
+                problem = self._copy_problem(store, record)
+                if problem is None:
+                    good.append(store)
+                else:
+                    bad.append((store, problem))
+            if not good:
+                report.lost.append(record.file_name)
+            for store, problem in bad:
+                source = good[0] if repair and good else None
+                if source is not None and not self._repair(record, source, store):
+                    source = None
+                report.damaged.append(DamagedCopy(record.file_name, store.name, problem,
+                                                  source.name if source else None))
+        known = {r.store_key for r in self.catalog.all()}
+        for store in self.stores:
+            for key in [k for k in list(store.keys()) if k not in known]:
+                report.orphans.append((store.name, key))
+                if repair:  # not recover(): staging files may belong to a running download
+                    self._delete_blobs(key, [store])
+        report.orphans_removed = repair
+        return report
+
+    @staticmethod
+    def _copy_problem(store: BlobStore, record: PackageRecord) -> str | None:
+        try:
+            if not store.exists(record.store_key):
+                return "missing"
+            return None if store.sha256(record.store_key) == record.sha256 else "corrupt"
+        except OSError:
+            return "missing"
+
+    def _repair(self, record: PackageRecord, source: BlobStore, target: BlobStore) -> bool:
+        """Copy an intact blob over a bad one; True only if the new copy checks out."""
+        try:
+            upload = target.begin()
+            try:
+                with source.open(record.store_key) as fh:
+                    while block := fh.read(1 << 20):
+                        upload.write(block)
+                upload.commit(record.store_key)
+            except BaseException:
+                upload.abort()
+                raise
+            return target.sha256(record.store_key) == record.sha256
+        except OSError as exc:
+            log.error("could not repair %s on %s: %s", record.file_name, target.name, exc)
+            return False

@@ -9,6 +9,7 @@ interface sees a path.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import uuid
@@ -58,8 +59,15 @@ class _LocalUpload:
         self._fh: BinaryIO | None = self._path.open("xb", buffering=0)
 
     def write(self, chunk: bytes) -> None:
+        """Write all of ``chunk``: an unbuffered write may take only part of it (a nearly
+        full disk does exactly that), and a short write must never pass unnoticed."""
         assert self._fh is not None, "upload already finished"
-        self._fh.write(chunk)
+        view = memoryview(chunk)
+        while view:
+            written = self._fh.write(view)
+            if not written:
+                raise OSError(errno.EIO, "the store accepted no bytes")
+            view = view[written:]
 
     def commit(self, key: str) -> None:
         assert self._fh is not None, "upload already finished"

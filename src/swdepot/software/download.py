@@ -9,11 +9,14 @@ The server password lives only in the job's closure, for as long as the job runs
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from swdepot import testpoints
 from swdepot.errors import (
+    DOWNLOAD_FAILED,
     DOWNLOAD_INTERNAL,
     DOWNLOAD_NOT_STARTED,
     DOWNLOAD_RUNNING,
@@ -26,7 +29,8 @@ from swdepot.jobs.runner import JobContext, JobRunner
 from swdepot.jobs.store import JobStore, SlotTaken
 from swdepot.packages.inspect import PackageInspector
 from swdepot.packages.model import ValidationPolicy
-from swdepot.repository.repository import Repository
+from swdepot.repository.catalog import PackageRecord
+from swdepot.repository.repository import Repository, Staged
 from swdepot.transfer.engine import TransferEngine
 from swdepot.transfer.sink import PackageSink
 from swdepot.transfer.url import Credentials, DownloadUrl, parse_download_url
@@ -38,6 +42,8 @@ IN_PROGRESS = "Package download in progress"
 PROCESSING = "Package processing in progress"
 ALREADY_RUNNING = "Software get operation already in progress."
 COMPLETED = "Package download completed."
+RESTARTED = ("Package download failed: the download was interrupted because the service "
+             "restarted. Start it again.")
 
 
 @dataclass(frozen=True)
@@ -119,26 +125,57 @@ class DownloadService:
 
     def _run(self, ctx: JobContext, url: DownloadUrl, credentials: Credentials) -> str:
         """The job body: transfer, inspect and publish in one pass over the bytes."""
-        staged = self._repository.stage()
-        inspector = PackageInspector(url.file_name, self._policy())
-        sink = PackageSink(staged.uploads, inspector, self._max_bytes)
+        policy = self._policy()
+        sink = PackageSink(lambda: self._repository.stage().uploads,
+                           lambda: PackageInspector(url.file_name, policy), self._max_bytes)
         try:
             self._engine.fetch(url, credentials, sink, _JobControl(ctx))
             ctx.report(PROCESSING, bytes_done=sink.bytes_written,
                        bytes_total=sink.bytes_written, force=True)
-            info = inspector.finish()
+            testpoints.reached("download.transferred")
+            info = sink.inspector.finish()
         except BaseException:
-            inspector.abort()
-            staged.abort()
+            sink.abort()
             raise
+        staged = Staged(list(sink.uploads))
         try:
             record = self._repository.publish(staged, info, sink.sha256, sink.bytes_written)
         except BaseException:
             staged.abort()
             raise
+        testpoints.reached("download.published")
         log.info("downloaded %s (%s %s, %d bytes, sha256 %s)", url.url, record.kind,
                  record.version, record.size, record.sha256)
         return "success"
+
+    def recover_interrupted(self, now: float) -> int:
+        """After a restart: end download jobs the last process left active.
+
+        A job whose package made it into the catalog (it died after publishing, before
+        recording success) succeeded; any other was interrupted and failed.
+        """
+        ended = 0
+        for job in self._jobs.list(visible_after=math.inf):
+            if job.kind is not JobKind.DOWNLOAD or job.state.terminal:
+                continue
+            record = self._published_by(job)
+            if record is not None:
+                self._jobs.transition(job.uuid, JobState.SUCCESS, "success", 0, end_time=now)
+            else:
+                self._jobs.transition(job.uuid, JobState.FAILURE, RESTARTED, DOWNLOAD_FAILED,
+                                      end_time=now)
+            ended += 1
+        return ended
+
+    def _published_by(self, job: Job) -> PackageRecord | None:
+        if job.target is None:
+            return None
+        try:
+            url, _ = parse_download_url(job.target)
+        except OntapError:
+            return None
+        record = self._repository.catalog.by_file_name(url.file_name)
+        return record if record is not None and record.create_time >= job.created_at else None
 
     def status(self) -> DownloadStatus:
         """The latest download, as ``GET /api/cluster/software/download`` reports it."""

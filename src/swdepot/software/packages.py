@@ -6,27 +6,34 @@ files are stored too but are not listed here.
 
 from __future__ import annotations
 
+import math
+
 from swdepot.errors import (
+    INTERNAL_ERROR,
     PACKAGE_NOT_IN_REPOSITORY,
     REPOSITORY_EMPTY,
     Conflict,
     NotFound,
     entry_not_found,
 )
-from swdepot.jobs.model import Job, JobKind
+from swdepot.jobs.model import Job, JobKind, JobState
 from swdepot.jobs.runner import JobContext, JobRunner
+from swdepot.jobs.store import JobStore
 from swdepot.repository.catalog import PackageRecord
 from swdepot.repository.repository import Repository
 
 RESOURCE_IN_USE = 8
+DELETE_RESTARTED = ("The package delete was interrupted because the service restarted; the "
+                    "package is unchanged. Delete it again.")
 
 
 class PackageService:
     """Lists, reads and deletes packages; deletion runs as a job."""
 
-    def __init__(self, *, runner: JobRunner, repository: Repository, node: str,
+    def __init__(self, *, runner: JobRunner, jobs: JobStore, repository: Repository, node: str,
                  running_version: str) -> None:
         self._runner = runner
+        self._jobs = jobs
         self._repository = repository
         self._node = node
         self._running_version = running_version
@@ -62,3 +69,22 @@ class PackageService:
     def _run(self, _ctx: JobContext, record: PackageRecord) -> str:
         self._repository.delete(record)
         return "success"
+
+    def recover_interrupted(self, now: float) -> int:
+        """After a restart: end delete jobs the last process left active.
+
+        Deleting hides the record first, so a job whose package is no longer listed did
+        its visible work (recovery removes any blob left behind); otherwise the package
+        is still whole and listed, and the job failed.
+        """
+        ended = 0
+        for job in self._jobs.list(visible_after=math.inf):
+            if job.kind is not JobKind.DELETE_PACKAGE or job.state.terminal:
+                continue
+            if job.target is not None and self._repository.catalog.by_version(job.target) is None:
+                self._jobs.transition(job.uuid, JobState.SUCCESS, "success", 0, end_time=now)
+            else:
+                self._jobs.transition(job.uuid, JobState.FAILURE, DELETE_RESTARTED,
+                                      INTERNAL_ERROR, end_time=now)
+            ended += 1
+        return ended

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Protocol
 
-from swdepot.errors import DOWNLOAD_FAILED, OntapError
+from swdepot.errors import DOWNLOAD_FAILED, DOWNLOAD_TIME_LIMIT, OntapError
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -42,3 +42,32 @@ def address_allowed(ip: Address, allowed: tuple[Network, ...]) -> bool:
 def failed(detail: str) -> OntapError:
     """A transfer failure as ONTAP reports it: code 10551381 and what went wrong."""
     return OntapError(DOWNLOAD_FAILED, f"Package download failed: {detail}.")
+
+
+class Transient(OntapError):
+    """A failure that another attempt may not meet (reset, truncation, 5xx, connect timeout).
+
+    The retry loop resumes after it; ``retry_after`` is the server's own wish, in seconds.
+    """
+
+    def __init__(self, detail: str, retry_after: float | None = None) -> None:
+        super().__init__(DOWNLOAD_FAILED, f"Package download failed: {detail}.")
+        self.detail = detail
+        self.retry_after = retry_after
+
+    def give_up(self, attempts: int) -> OntapError:
+        """The job's final error once the retries are spent."""
+        return failed(f"{self.detail} (gave up after {attempts} attempts)")
+
+
+class RestartNeeded(Transient):
+    """The bytes already kept cannot be continued: the next attempt starts from zero.
+
+    Raised when a server ignores the range, or the file changed since the first response.
+    """
+
+
+def time_limit_exceeded(limit: float) -> OntapError:
+    """ONTAP's 10551383: the download, retries included, took longer than allowed."""
+    return OntapError(DOWNLOAD_TIME_LIMIT, "Package download failed: the operation took longer "
+                      f"than the maximum time limit of {int(limit)} seconds.")

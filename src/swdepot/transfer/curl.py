@@ -1,8 +1,16 @@
-"""HTTP, HTTPS and FTP through libcurl (pycurl).
+"""HTTP, HTTPS and FTP through libcurl (pycurl): one attempt of a transfer.
 
 Chosen on measurements (``shared/reference/stack.md``): with a 1 MiB buffer pycurl
 moves data at curl's own speed, resumes safely, and speaks every protocol we need
 through one API. It blocks, so it runs on a job worker thread.
+
+An attempt continues at ``sink.bytes_written``: HTTP asks for the rest with ``Range``
+and ``If-Range`` carrying the first response's validator, FTP with ``REST``. The
+answer is checked before its first byte is kept: a 206 must start exactly there and
+describe the same file (ETag, Last-Modified, total size), else the attempt ends with
+:class:`RestartNeeded` and the kept bytes are thrown away; a resumed transfer is never
+a splice of two different files. Failures are sorted here into transient ones, which
+the retry loop (``retry.py``) tries again, and permanent ones, which end the job.
 """
 
 from __future__ import annotations
@@ -10,14 +18,23 @@ from __future__ import annotations
 import ipaddress
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pycurl
 
-from swdepot.errors import DOWNLOAD_TIME_LIMIT, OntapError
-from swdepot.transfer.control import Cancelled, Control, Network, address_allowed, failed
+from swdepot.errors import OntapError
+from swdepot.transfer.control import (
+    Cancelled,
+    Control,
+    Network,
+    RestartNeeded,
+    Transient,
+    address_allowed,
+    failed,
+)
+from swdepot.transfer.retry import DEADLINE_SLACK, parse_retry_after
 from swdepot.transfer.sink import PackageSink
 from swdepot.transfer.url import Credentials, DownloadUrl
 
@@ -25,8 +42,17 @@ BUFFER_SIZE = 1 << 20
 _PROTOCOLS = pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS | pycurl.PROTO_FTP
 _REDIRECT_PROTOCOLS = pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS
 _HTTP_REASONS = {401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 407: "Proxy "
-                 "Authentication Required", 410: "Gone", 500: "Internal Server Error",
-                 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
+                 "Authentication Required", 408: "Request Timeout", 410: "Gone",
+                 416: "Range Not Satisfiable", 429: "Too Many Requests",
+                 500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
+                 504: "Gateway Timeout"}
+#: Statuses a later attempt may not meet (RFC 9110 and curl's ``--retry`` agree on these).
+TRANSIENT_STATUS = frozenset((408, 429, 500, 502, 503, 504))
+#: libcurl errors that say "the connection failed", not "the request is wrong".
+_TRANSIENT_CURL = frozenset((pycurl.E_PARTIAL_FILE, pycurl.E_RECV_ERROR, pycurl.E_SEND_ERROR,
+                             pycurl.E_GOT_NOTHING, pycurl.E_COULDNT_CONNECT))
+_CANNOT_RESUME = frozenset((pycurl.E_RANGE_ERROR, pycurl.E_BAD_DOWNLOAD_RESUME,
+                            pycurl.E_FTP_COULDNT_USE_REST))
 
 
 @dataclass(frozen=True)
@@ -37,32 +63,78 @@ class CurlOptions:
     allowed_networks: tuple[Network, ...] = ()
     connect_timeout: float = 30.0
     stall_timeout: float = 120.0
-    max_duration: float = 3600.0
+    stall_min_speed: int = 1
     max_redirects: int = 5
 
 
+@dataclass
+class Validator:
+    """What identifies the file the kept bytes came from (from the first full response)."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+    total: int | None = None
+
+    def if_range(self) -> str | None:
+        """The ``If-Range`` value: a strong ETag, else Last-Modified; None if neither."""
+        if self.etag and not self.etag.startswith("W/"):
+            return self.etag
+        return self.last_modified
+
+    def same_file(self, other: Validator) -> bool:
+        """False when any validator both responses carry differs."""
+        pairs = ((self.etag, other.etag), (self.last_modified, other.last_modified),
+                 (self.total, other.total))
+        return all(a == b for a, b in pairs if a is not None and b is not None)
+
+
+@dataclass
+class ResumeState:
+    """Carried across the attempts of one transfer."""
+
+    validator: Validator | None = None
+
+
+@dataclass
+class _Exchange:
+    """One attempt as it unfolds: the latest response head and what went wrong."""
+
+    offset: int
+    status: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    error: BaseException | None = None
+    blocked: str | None = None
+
+
 class CurlFetcher:
-    """Fetches one URL into a sink; one curl handle per transfer."""
+    """Runs one attempt of a URL into a sink; one curl handle per attempt."""
 
     def __init__(self, options: CurlOptions) -> None:
         self._options = options
 
-    def fetch(self, url: DownloadUrl, credentials: Credentials, sink: PackageSink,
-              control: Control) -> None:
+    def attempt(self, url: DownloadUrl, credentials: Credentials, sink: PackageSink,
+                control: Control, resume: ResumeState, time_left: float) -> None:
+        """Fetch the rest of the file; raise Transient, RestartNeeded or a permanent error."""
+        http = url.scheme in ("http", "https")
+        if sink.bytes_written and http and (resume.validator is None
+                                            or resume.validator.if_range() is None):
+            sink.rewind()  # nothing to prove the server still has the same file: start over
+        exchange = _Exchange(offset=sink.bytes_written)
         handle = pycurl.Curl()
-        state: dict[str, Any] = {"error": None, "blocked": None}
         try:
-            self._configure(handle, url, credentials, sink, control, state)
+            self._configure(handle, url, credentials, sink, control, resume, exchange, time_left)
             started = time.monotonic()
             try:
                 handle.perform()
             except pycurl.error as exc:
-                raise self._explain(handle, exc, state, time.monotonic() - started) from None
+                raise self._explain(handle, exc, exchange,
+                                    time_left - (time.monotonic() - started)) from None
         finally:
             handle.close()
 
     def _configure(self, handle: pycurl.Curl, url: DownloadUrl, credentials: Credentials,
-                   sink: PackageSink, control: Control, state: dict[str, Any]) -> None:
+                   sink: PackageSink, control: Control, resume: ResumeState,
+                   exchange: _Exchange, time_left: float) -> None:
         opts = self._options
         handle.setopt(pycurl.URL, url.url)
         handle.setopt(pycurl.PROTOCOLS, _PROTOCOLS)
@@ -72,10 +144,10 @@ class CurlFetcher:
         handle.setopt(pycurl.FAILONERROR, True)
         handle.setopt(pycurl.BUFFERSIZE, BUFFER_SIZE)
         handle.setopt(pycurl.NOSIGNAL, True)
-        handle.setopt(pycurl.CONNECTTIMEOUT_MS, int(opts.connect_timeout * 1000))
-        handle.setopt(pycurl.LOW_SPEED_LIMIT, 1)
-        handle.setopt(pycurl.LOW_SPEED_TIME, max(1, int(opts.stall_timeout)))
-        handle.setopt(pycurl.TIMEOUT_MS, int(opts.max_duration * 1000))
+        handle.setopt(pycurl.CONNECTTIMEOUT_MS, max(1, int(opts.connect_timeout * 1000)))
+        handle.setopt(pycurl.LOW_SPEED_LIMIT, max(1, opts.stall_min_speed))
+        handle.setopt(pycurl.LOW_SPEED_TIME, max(1, round(opts.stall_timeout)))
+        handle.setopt(pycurl.TIMEOUT_MS, max(1, int(time_left * 1000)))
         handle.setopt(pycurl.SSL_VERIFYPEER, True)
         handle.setopt(pycurl.SSL_VERIFYHOST, 2)
         if opts.ca_bundle is not None:
@@ -85,32 +157,63 @@ class CurlFetcher:
             handle.setopt(pycurl.USERNAME, credentials.username or "")
             handle.setopt(pycurl.PASSWORD, credentials.password or "")
             handle.setopt(pycurl.HTTPAUTH, pycurl.HTTPAUTH_BASIC)
+        if exchange.offset:
+            handle.setopt(pycurl.RESUME_FROM_LARGE, exchange.offset)
+            if url.scheme != "ftp" and resume.validator is not None:
+                handle.setopt(pycurl.HTTPHEADER, [f"If-Range: {resume.validator.if_range()}"])
+        ftp = url.scheme == "ftp"
+        if ftp:
+            handle.setopt(pycurl.OPT_FILETIME, True)  # MDTM: FTP's Last-Modified
         handle.setopt(pycurl.NOPROGRESS, False)
-        handle.setopt(pycurl.XFERINFOFUNCTION, _progress_callback(sink, control, state))
-        handle.setopt(pycurl.WRITEFUNCTION, _write_callback(sink, state))
+        handle.setopt(pycurl.XFERINFOFUNCTION, _progress_callback(sink, control, exchange,
+                                                                  resume))
+        handle.setopt(pycurl.HEADERFUNCTION, _header_callback(sink, resume, exchange,
+                                                              http=not ftp))
+        handle.setopt(pycurl.WRITEFUNCTION, _write_callback(sink, exchange))
         if opts.allowed_networks:
             handle.setopt(pycurl.OPENSOCKETFUNCTION,
-                          _opensocket_callback(opts.allowed_networks, state))
+                          _opensocket_callback(opts.allowed_networks, exchange))
 
-    def _explain(self, handle: pycurl.Curl, exc: pycurl.error, state: dict[str, Any],
-                 elapsed: float) -> OntapError:
-        """Turn libcurl's error into a message a person can act on."""
-        if state["error"] is not None:
-            error = state["error"]
+    def _explain(self, handle: pycurl.Curl, exc: pycurl.error, exchange: _Exchange,
+                 time_left: float) -> OntapError:
+        """Turn libcurl's error into a message a person can act on, transient or not."""
+        if exchange.error is not None:
+            error = exchange.error
             return error if isinstance(error, OntapError) else failed(str(error))
         code, text = exc.args[0], str(exc.args[1]).rstrip(".")
-        if state["blocked"] is not None:
-            return failed(f"the address {state['blocked']} is not in the outbound allow-list")
+        if exchange.blocked is not None:
+            return failed(f"the address {exchange.blocked} is not in the outbound allow-list")
         if code == pycurl.E_HTTP_RETURNED_ERROR:
-            status = handle.getinfo(pycurl.RESPONSE_CODE)
-            reason = _HTTP_REASONS.get(status, "error")
-            hint = " (check the user name and password)" if status in (401, 403) else ""
-            return failed(f"the server answered HTTP {status} {reason}{hint}")
-        if code == pycurl.E_OPERATION_TIMEDOUT and elapsed >= self._options.max_duration - 1:
-            return OntapError(DOWNLOAD_TIME_LIMIT, "Package download failed: the operation took "
-                              "longer than the maximum time limit of "
-                              f"{int(self._options.max_duration)} seconds.")
+            return _http_error(handle.getinfo(pycurl.RESPONSE_CODE), exchange)
+        if code in _CANNOT_RESUME:
+            return RestartNeeded("the server cannot continue the interrupted transfer")
+        if code == pycurl.E_OPERATION_TIMEDOUT:
+            if time_left <= DEADLINE_SLACK:
+                return Transient("the time limit was reached")
+            if handle.getinfo(pycurl.CONNECT_TIME) > 0:
+                return failed(self._stalled())
+            return Transient(_describe(code, text))
+        if code in _TRANSIENT_CURL:
+            return Transient(_describe(code, text))
         return failed(_describe(code, text))
+
+    def _stalled(self) -> str:
+        opts = self._options
+        if opts.stall_min_speed <= 1:
+            return f"the transfer stalled: no data arrived for {round(opts.stall_timeout)} seconds"
+        return (f"the transfer stalled: less than {opts.stall_min_speed} bytes per second for "
+                f"{round(opts.stall_timeout)} seconds")
+
+
+def _http_error(status: int, exchange: _Exchange) -> OntapError:
+    reason = _HTTP_REASONS.get(status, "error")
+    hint = " (check the user name and password)" if status in (401, 403) else ""
+    detail = f"the server answered HTTP {status} {reason}{hint}"
+    if status in TRANSIENT_STATUS:
+        return Transient(detail, parse_retry_after(exchange.headers.get("retry-after")))
+    if status == 416 and exchange.offset:
+        return RestartNeeded(detail)
+    return failed(detail)
 
 
 def _describe(code: int, text: str) -> str:
@@ -118,7 +221,7 @@ def _describe(code: int, text: str) -> str:
         pycurl.E_COULDNT_RESOLVE_HOST: "could not resolve the server's host name",
         pycurl.E_COULDNT_CONNECT: "could not connect to the server",
         pycurl.E_PARTIAL_FILE: "the transfer ended before the whole file arrived",
-        pycurl.E_OPERATION_TIMEDOUT: "the transfer stalled or timed out",
+        pycurl.E_OPERATION_TIMEDOUT: "the connection to the server timed out",
         pycurl.E_LOGIN_DENIED: "the FTP server rejected the login",
         pycurl.E_REMOTE_FILE_NOT_FOUND: "the file was not found on the server",
         pycurl.E_TOO_MANY_REDIRECTS: "too many redirects",
@@ -127,41 +230,131 @@ def _describe(code: int, text: str) -> str:
         pycurl.E_SSL_CONNECT_ERROR: "the TLS handshake with the server failed",
         pycurl.E_SSL_CACERT_BADFILE: "the configured CA certificates could not be read",
         pycurl.E_RECV_ERROR: "the connection to the server was lost",
+        pycurl.E_SEND_ERROR: "the connection to the server was lost",
         pycurl.E_GOT_NOTHING: "the server closed the connection without answering",
     }
     summary = known.get(code)
     return f"{summary} ({text})" if summary else text
 
 
-def _write_callback(sink: PackageSink, state: dict[str, Any]) -> Any:
+def _header_callback(sink: PackageSink, resume: ResumeState, exchange: _Exchange, *,
+                     http: bool) -> Any:
+    """Parse each response head (HTTP) or reply (FTP); judge it before a byte is kept."""
+
+    def header(raw: bytes) -> int | None:
+        line = raw.decode("iso-8859-1").rstrip("\r\n")
+        try:
+            if http:
+                _http_header_line(line, sink, resume, exchange)
+            else:
+                _ftp_reply_line(line, sink, resume, exchange)
+        except OntapError as exc:
+            exchange.error = exc
+            return 0  # stops the transfer before a byte of this body is kept
+        return None
+
+    return header
+
+
+def _ftp_reply_line(line: str, sink: PackageSink, resume: ResumeState,
+                    exchange: _Exchange) -> None:
+    """Collect the SIZE and MDTM replies; check them when the RETR data starts."""
+    code, _, text = line.partition(" ")
+    if code == "213":
+        value = text.strip()
+        # MDTM answers a 14-digit time stamp, SIZE a byte count (curl asks MDTM first)
+        exchange.headers["mdtm" if len(value) >= 14 else "size"] = value
+    elif code in ("125", "150"):
+        _accept_ftp_transfer(sink, resume, exchange)
+
+
+def _http_header_line(line: str, sink: PackageSink, resume: ResumeState,
+                      exchange: _Exchange) -> None:
+    """Track the latest response head; accept or refuse a 2xx at its blank line."""
+    if line.startswith("HTTP/"):
+        parts = line.split(None, 2)
+        exchange.status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+        exchange.headers = {}
+    elif ":" in line:
+        name, _, value = line.partition(":")
+        exchange.headers[name.strip().lower()] = value.strip()
+    elif not line and exchange.status is not None and 200 <= exchange.status < 300:
+        _accept_http_response(sink, resume, exchange)
+
+
+def _accept_http_response(sink: PackageSink, resume: ResumeState, exchange: _Exchange) -> None:
+    """Keep the body only if it continues exactly the bytes already kept."""
+    headers = exchange.headers
+    length = _int(headers.get("content-length"))
+    seen = Validator(headers.get("etag"), headers.get("last-modified"))
+    if exchange.offset == 0:
+        if exchange.status == 206:  # never asked for a range: do not trust this answer
+            raise RestartNeeded("the server answered a partial response to a full request")
+        seen.total = length
+        resume.validator = seen
+        sink.check_expected_size(length)
+        return
+    if exchange.status != 206:
+        raise RestartNeeded("the server does not support resuming or the file changed")
+    first, total = _content_range(headers.get("content-range"))
+    seen.total = total
+    if first != exchange.offset:
+        raise RestartNeeded("the server resumed at the wrong offset")
+    if resume.validator is None or not resume.validator.same_file(seen):
+        raise RestartNeeded("the file changed on the server during the transfer")
+    sink.check_expected_size(total)
+
+
+def _content_range(value: str | None) -> tuple[int | None, int | None]:
+    """``bytes first-last/total`` → (first, total); unknown parts are None."""
+    if not value or not value.strip().lower().startswith("bytes "):
+        return None, None
+    span, _, total = value.strip()[6:].partition("/")
+    first = _int(span.partition("-")[0])
+    return first, _int(total)
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value is not None and value.strip().isdigit() else None
+
+
+def _accept_ftp_transfer(sink: PackageSink, resume: ResumeState, exchange: _Exchange) -> None:
+    """FTP's validators are the SIZE and MDTM replies: a resumed RETR must see the same."""
+    seen = Validator(last_modified=exchange.headers.get("mdtm"),
+                     total=_int(exchange.headers.get("size")))
+    if exchange.offset == 0:
+        resume.validator = seen
+    elif resume.validator is None or not resume.validator.same_file(seen):
+        raise RestartNeeded("the file changed on the server during the transfer")
+    sink.check_expected_size(seen.total)
+
+
+def _write_callback(sink: PackageSink, exchange: _Exchange) -> Any:
     def write(chunk: bytes) -> int | None:
         try:
             sink.write(chunk)
         except Exception as exc:  # stop the transfer; the error is re-raised after perform()
-            state["error"] = exc
+            exchange.error = exc
             return 0
         return None
 
     return write
 
 
-def _progress_callback(sink: PackageSink, control: Control, state: dict[str, Any]) -> Any:
-    def progress(dltotal: int, dlnow: int, _ultotal: int, _ulnow: int) -> int:
+def _progress_callback(sink: PackageSink, control: Control, exchange: _Exchange,
+                       resume: ResumeState) -> Any:
+    def progress(_dltotal: int, _dlnow: int, _ultotal: int, _ulnow: int) -> int:
         if control.cancelled:
-            state["error"] = Cancelled()
+            exchange.error = Cancelled()
             return 1
-        try:
-            sink.check_expected_size(dltotal or None)
-        except OntapError as exc:
-            state["error"] = exc
-            return 1
-        control.progress(dlnow, dltotal or None)
+        total = resume.validator.total if resume.validator is not None else None
+        control.progress(sink.bytes_written, total)
         return 0
 
     return progress
 
 
-def _opensocket_callback(allowed: tuple[Network, ...], state: dict[str, Any]) -> Any:
+def _opensocket_callback(allowed: tuple[Network, ...], exchange: _Exchange) -> Any:
     """Refuse connections to addresses outside the allow-list, after DNS resolution.
 
     Checking the resolved address (not the host name) is what stops DNS rebinding and
@@ -171,7 +364,7 @@ def _opensocket_callback(allowed: tuple[Network, ...], state: dict[str, Any]) ->
     def opensocket(_purpose: int, address: Any) -> Any:
         ip = ipaddress.ip_address(address.addr[0])
         if not address_allowed(ip, allowed):
-            state["blocked"] = str(ip)
+            exchange.blocked = str(ip)
             return pycurl.SOCKET_BAD
         return socket.socket(address.family, address.socktype, address.protocol)
 

@@ -1,12 +1,17 @@
-"""One entry point for every scheme: picks the protocol client for a URL."""
+"""One entry point for every scheme: picks the protocol client and retries it.
+
+HTTP(S) and FTP attempts run under the :class:`~swdepot.transfer.retry.Retrier`, each
+continuing where the last stopped; FILE reads a local file and has nothing to retry.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from swdepot.transfer.control import Control
-from swdepot.transfer.curl import CurlFetcher, CurlOptions
+from swdepot.transfer.curl import CurlFetcher, CurlOptions, ResumeState
 from swdepot.transfer.file import FileFetcher
+from swdepot.transfer.retry import Retrier, RetryPolicy
 from swdepot.transfer.sink import PackageSink
 from swdepot.transfer.url import Credentials, DownloadUrl
 
@@ -14,13 +19,20 @@ from swdepot.transfer.url import Credentials, DownloadUrl
 class TransferEngine:
     """Streams the bytes a URL names into a sink, or raises an ONTAP error."""
 
-    def __init__(self, curl_options: CurlOptions, import_dir: Path | None) -> None:
+    def __init__(self, curl_options: CurlOptions, import_dir: Path | None, *,
+                 retry: RetryPolicy | None = None, max_duration: float = 3600.0) -> None:
         self._curl = CurlFetcher(curl_options)
         self._file = FileFetcher(import_dir)
+        self._retrier = Retrier(retry or RetryPolicy(), max_duration)
 
     def fetch(self, url: DownloadUrl, credentials: Credentials, sink: PackageSink,
               control: Control) -> None:
         if url.scheme == "file":
             self._file.fetch(url, sink, control)
-        else:
-            self._curl.fetch(url, credentials, sink, control)
+            return
+        resume = ResumeState()
+        self._retrier.run(
+            lambda time_left: self._curl.attempt(url, credentials, sink, control, resume,
+                                                 time_left),
+            sink, control, what=url.url,
+        )
