@@ -126,8 +126,10 @@ class DownloadService:
             self._engine.fetch(url, credentials, sink, _JobControl(ctx))
             ctx.report(PROCESSING, bytes_done=sink.bytes_written,
                        bytes_total=sink.bytes_written, force=True)
+            sink.finish()
             info = inspector.finish()
         except BaseException:
+            sink.abort()
             inspector.abort()
             staged.abort()
             raise
