@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+from zlib_ng import gzip_ng
 
 ADMIN_PASSWORD = "bench-secret"
 MiB = 1 << 20
@@ -57,18 +58,18 @@ def make_image(directory: Path, size: int) -> Path:
     The payload is random (incompressible, as real images are), written with gzip level 1
     so that making a 4 GiB file takes seconds, not minutes. Cached between runs.
     """
-    name = f"9{size // MiB}1_q_image.tgz" if size < GiB else f"9{size // GiB}01_q_image.tgz"
+    name = f"9171P{size // MiB}_q_image.tgz"  # version 9.17.1P<MiB>: one per size
     path = directory / name
     if path.exists():
         return path
     directory.mkdir(parents=True, exist_ok=True)
     rng = random.Random(size)
     tmp = path.with_suffix(".part")
-    with tarfile.open(tmp, "w:gz", compresslevel=1) as tar:
+    with gzip_ng.GzipNGFile(tmp, "wb", compresslevel=1) as gz, \
+            tarfile.open(fileobj=gz, mode="w|") as tar:
         info = tarfile.TarInfo("image/payload.bin")
         info.size = size
-        reader = _RandomReader(rng, size)
-        tar.addfile(info, reader)
+        tar.addfile(info, _RandomReader(rng, size))
     tmp.rename(path)
     return path
 
