@@ -17,6 +17,8 @@ import hmac
 import secrets
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -70,12 +72,18 @@ class Principal:
 
 
 class Authenticator:
-    """Checks Basic credentials, with a short-lived cache of verified ones."""
+    """Checks Basic credentials, with a short-lived cache of verified ones.
 
-    def __init__(self, users: UserStore, clock: type[time.monotonic] | None = None) -> None:
+    Checks of the same credentials are single-flight: when 50 clients open connections at
+    once, one slow hash runs and the other 49 wait for its verdict instead of each paying
+    a quarter of a second of CPU.
+    """
+
+    def __init__(self, users: UserStore, clock: Callable[[], float] | None = None) -> None:
         self._users = users
         self._key = secrets.token_bytes(32)
         self._cache: dict[bytes, tuple[float, Principal]] = {}
+        self._pending: dict[bytes, Future[Principal | None]] = {}
         self._lock = threading.Lock()
         self._clock = clock or time.monotonic
 
@@ -83,20 +91,42 @@ class Authenticator:
         """The caller behind an ``Authorization`` header, or :class:`Unauthorized`."""
         name, password = _parse_basic(header)
         token = hmac.new(self._key, f"{name}\0{password}".encode(), hashlib.sha256).digest()
-        now = self._clock()
         with self._lock:
             hit = self._cache.get(token)
-        if hit is not None and hit[0] > now:
-            return hit[1]
+            if hit is not None and hit[0] > self._clock():
+                return hit[1]
+            pending = self._pending.get(token)
+            leader = pending is None
+            if pending is None:
+                pending = self._pending[token] = Future()
+        if not leader:
+            principal = pending.result()
+        else:
+            try:
+                principal = self._verify(name, password)
+                pending.set_result(principal)
+            except BaseException as exc:
+                pending.set_exception(exc)
+                raise
+            finally:
+                with self._lock:
+                    self._pending.pop(token, None)
+                    if pending.done() and pending.exception() is None and pending.result():
+                        self._remember(token, pending.result())
+        if principal is None:
+            raise _unauthorized()
+        return principal
+
+    def _verify(self, name: str, password: str) -> Principal | None:
         found = self._users.get(name)
         if found is None or not verify_password(password, found[0]):
-            raise _unauthorized()
-        principal = Principal(name, found[1])
-        with self._lock:
-            if len(self._cache) >= CACHE_ENTRIES:
-                self._cache.clear()
-            self._cache[token] = (now + CACHE_SECONDS, principal)
-        return principal
+            return None
+        return Principal(name, found[1])
+
+    def _remember(self, token: bytes, principal: Principal) -> None:
+        if len(self._cache) >= CACHE_ENTRIES:
+            self._cache.clear()
+        self._cache[token] = (self._clock() + CACHE_SECONDS, principal)
 
     def forget(self) -> None:
         """Drop cached verifications (after a password change)."""
