@@ -41,10 +41,13 @@ def run_wrk(base: str, job_path: str, seconds: float, connections: int, workdir:
     script = workdir / "poll.lua"
     script.write_text(LUA % job_path)
     token = base64.b64encode(f"admin:{ADMIN_PASSWORD}".encode()).decode()
-    out = subprocess.run(
-        ["wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds:.1f}s", "--latency",
+    done = subprocess.run(
+        ["wrk", "-t", "2", "-c", str(connections), "-d", f"{max(1, round(seconds))}s", "--latency",
          "-s", str(script), "-H", f"Authorization: Basic {token}", base],
-        check=True, capture_output=True, text=True).stdout
+        check=False, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed: {done.stderr or done.stdout}")
+    out = done.stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
     scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]

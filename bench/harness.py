@@ -142,7 +142,7 @@ def start_nginx(root: Path, workdir: Path, *, cert: Path | None = None,
     conf = workdir / f"nginx-{port}.conf"
     conf.write_text(f"""
 daemon off; worker_processes 1; pid {workdir}/nginx-{port}.pid;
-error_log {workdir}/nginx-{port}.err warn;
+error_log {workdir}/nginx-{port}.err info;
 events {{ worker_connections 256; }}
 http {{
   access_log off; sendfile on; tcp_nopush on; keepalive_timeout 30;
