@@ -86,6 +86,7 @@ def test_sink_refuses_bytes_beyond_the_maximum_while_streaming(tmp_path):
     with pytest.raises(TooLarge):
         sink.write(b"x" * 600)
     assert sink.bytes_written == 600  # the refused chunk reached no copy
+    sink.finish()  # the secondary copy is written on its own thread: wait for it
     parts = [p for s in stores for p in (s.root / ".staging").glob("*.part")]
     assert [p.stat().st_size for p in parts] == [600, 600]
     sink.abort()

@@ -1,6 +1,6 @@
 """Failed-login rate limiting per client address.
 
-Every password check costs an scrypt (tens of milliseconds, on purpose), so guessing is
+Every password check costs a slow hash (a quarter of a second, on purpose), so guessing is
 already slow; the limiter makes it hopeless and keeps a flood of wrong passwords from
 eating the CPU. After ``max_failures`` failed logins from one address within
 ``window`` seconds, further password checks from that address are refused with

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -12,6 +14,7 @@ from starlette.responses import Response
 
 from swdepot.api.http import AuthMiddleware, error_response
 from swdepot.api.routes import ROUTES
+from swdepot.api.runtime import LoopLagMonitor
 from swdepot.errors import InternalError, MethodNotAllowed, NotFound, OntapError
 from swdepot.service import Service
 
@@ -46,7 +49,16 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 def create_app(service: Service) -> Starlette:
     """A Starlette app serving ``service``; the caller owns the service's lifetime."""
+    monitor = LoopLagMonitor()
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        monitor.start()
+        yield
+        await monitor.stop()
+
     app = Starlette(
+        lifespan=lifespan,
         routes=ROUTES,
         middleware=[Middleware(AuthMiddleware, authenticator=service.authenticator)],
         exception_handlers={
@@ -56,4 +68,5 @@ def create_app(service: Service) -> Starlette:
         },
     )
     app.state.service = service
+    app.state.loop_monitor = monitor
     return app

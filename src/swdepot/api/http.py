@@ -179,7 +179,7 @@ class AuthMiddleware:
 
 
 async def _authenticate(authenticator: Authenticator, request: Request) -> Principal:
-    """Check credentials; a cache miss costs one scrypt, so it runs off the event loop."""
+    """Check credentials; a cache miss costs one slow hash, so it runs off the event loop."""
     from starlette.concurrency import run_in_threadpool
 
     client = request.client.host if request.client is not None else None

@@ -104,6 +104,13 @@ class ChunkChannel:
             wanted -= len(piece)
         return b"".join(pieces)
 
+    def readinto(self, buffer: bytearray | memoryview, /) -> int:
+        """Fill ``buffer`` (zlib-ng's gzip reader reads compressed data this way)."""
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
     def _read_some(self, size: int) -> bytes:
         """Up to ``size`` bytes from the current chunk, the whole chunk without copying."""
         if size == 0 or not self._fill():

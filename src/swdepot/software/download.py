@@ -133,6 +133,7 @@ class DownloadService:
             ctx.report(PROCESSING, bytes_done=sink.bytes_written,
                        bytes_total=sink.bytes_written, force=True)
             testpoints.reached("download.transferred")
+            sink.finish()
             info = sink.inspector.finish()
         except BaseException:
             sink.abort()

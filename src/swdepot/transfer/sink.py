@@ -1,9 +1,11 @@
 """Where transferred bytes go: every store copy, the sha256 and the package inspector.
 
 One pass over the bytes does everything, so a package is never read back after its
-transfer: both node copies are written from the same buffer, the digest is updated
-inline (OpenSSL's SHA-NI is faster than the wire) and the inspector validates the
-archive on its own thread.
+transfer. The work is spread over the machine's cores as a pipeline: the transfer thread
+receives and writes the primary copy; a copy thread writes the other copies and updates
+the sha256; the inspector validates the archive on its own thread. ``write``, hashing and
+inflating all release the GIL, so the three really run side by side. Queues between them
+are bounded (a few 1 MiB chunks), which keeps memory flat whatever the package size.
 
 Because the sink holds the running digest and the inspector's state, a transfer that
 failed half-way continues by appending: ``bytes_written`` is where to resume. When the
@@ -13,13 +15,19 @@ the bytes away and starts again from zero with fresh uploads and a fresh inspect
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import queue
+import threading
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from swdepot.errors import DOWNLOAD_FAILED, OntapError
 from swdepot.repository.repository import placement_failed
 from swdepot.repository.store import Upload
+
+QUEUE_DEPTH = 8
+_DONE = b""
 
 
 class Inspector(Protocol):
@@ -38,11 +46,69 @@ class TooLarge(OntapError):
                          f"the configured maximum of {limit} bytes.")
 
 
+def _write_failed(exc: OSError) -> OntapError:
+    """Disk full, quota, I/O error: no retry can help, the repository cannot take it."""
+    return placement_failed(exc.strerror or str(exc))
+
+
+class _CopyThread:
+    """Writes chunks to the secondary uploads and hashes them, off the transfer thread."""
+
+    def __init__(self, uploads: Sequence[Upload]) -> None:
+        self._uploads = uploads
+        self._queue: queue.Queue[bytes] = queue.Queue(QUEUE_DEPTH)
+        self.digest = hashlib.sha256()
+        self.error: OntapError | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="swdepot-copy", daemon=True)
+        self._thread.start()
+
+    def put(self, chunk: bytes) -> None:
+        """Hand a chunk over, waiting while the queue is full (back-pressure)."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put(chunk, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _run(self) -> None:
+        try:
+            while (chunk := self._queue.get()) is not _DONE:
+                for upload in self._uploads:
+                    upload.write(chunk)
+                self.digest.update(chunk)
+        except OSError as exc:
+            self.error = _write_failed(exc)
+            self._stop.set()
+
+    def finish(self) -> None:
+        """Wait until every queued chunk is written; re-raise a write failure."""
+        self.put(_DONE)
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def abort(self) -> None:
+        """Stop without waiting for queued chunks (the uploads are being thrown away)."""
+        self._stop.set()
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(_DONE)
+        self._thread.join(timeout=5)
+
+
 class PackageSink:
     """A write target for protocol clients; raises to stop a transfer early.
 
     ``open_uploads`` opens one upload per node store and ``new_inspector`` starts a
-    validation; both are called once now and again on every :meth:`rewind`.
+    validation; both are called once now and again on every :meth:`rewind`. Call
+    :meth:`finish` after the last chunk (before publishing) and :meth:`abort` when the
+    transfer fails, so the copy thread always ends.
     """
 
     def __init__(self, open_uploads: Callable[[], Sequence[Upload]],
@@ -50,25 +116,29 @@ class PackageSink:
         self._open_uploads = open_uploads
         self._new_inspector = new_inspector
         self._max_bytes = max_bytes
-        self.uploads: Sequence[Upload] = open_uploads()
-        self.inspector: Inspector = new_inspector()
-        self._digest = hashlib.sha256()
+        self._start()
+
+    def _start(self) -> None:
+        self.uploads: Sequence[Upload] = self._open_uploads()
+        if not self.uploads:
+            raise ValueError("a sink needs at least one upload")
+        self.inspector: Inspector = self._new_inspector()
+        self._copies = _CopyThread(self.uploads[1:])
         self.bytes_written = 0
 
     def write(self, chunk: bytes) -> None:
-        """Append a chunk everywhere; ``bytes_written`` counts only what reached every copy."""
+        """Append a chunk everywhere; ``bytes_written`` counts what every copy will hold."""
         if self.bytes_written + len(chunk) > self._max_bytes:
             raise TooLarge(self._max_bytes)
-        failure = self.inspector.failed()
+        failure = self.inspector.failed() or self._copies.error
         if failure is not None:
             raise failure
+        self._copies.put(chunk)
         try:
-            for upload in self.uploads:
-                upload.write(chunk)
-        except OSError as exc:  # disk full, quota, I/O error: no retry can help
-            raise placement_failed(exc.strerror or str(exc)) from None
+            self.uploads[0].write(chunk)
+        except OSError as exc:
+            raise _write_failed(exc) from None
         self.bytes_written += len(chunk)
-        self._digest.update(chunk)
         self.inspector.feed(chunk)
 
     def check_expected_size(self, expected: int | None) -> None:
@@ -76,20 +146,22 @@ class PackageSink:
         if expected is not None and expected > self._max_bytes:
             raise TooLarge(self._max_bytes)
 
+    def finish(self) -> None:
+        """Every byte is in every copy and hashed; raises if a copy failed."""
+        self._copies.finish()
+
     def rewind(self) -> None:
         """Forget every byte: the next write is the first byte of the file again."""
         self.abort()
-        self.uploads = self._open_uploads()
-        self.inspector = self._new_inspector()
-        self._digest = hashlib.sha256()
-        self.bytes_written = 0
+        self._start()
 
     def abort(self) -> None:
-        """Stop the inspection and throw the uploads away (their space is released)."""
+        """Stop copying and inspecting, and throw the uploads away (space is released)."""
+        self._copies.abort()
         self.inspector.abort()
         for upload in self.uploads:
             upload.abort()
 
     @property
     def sha256(self) -> str:
-        return self._digest.hexdigest()
+        return self._copies.digest.hexdigest()

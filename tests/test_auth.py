@@ -1,0 +1,100 @@
+"""Basic authentication: hashes, the verification cache and single-flight checks."""
+
+from __future__ import annotations
+
+import base64
+import threading
+from pathlib import Path
+
+import pytest
+
+from swdepot.auth import ADMIN, Authenticator, hash_password, verify_password
+from swdepot.errors import Unauthorized
+from swdepot.persistence.sqlite import Database, SqliteUserStore
+
+
+class CountingStore:
+    """The real SQLite user store, counting look-ups (each one precedes a slow hash)."""
+
+    def __init__(self, inner: SqliteUserStore) -> None:
+        self.inner = inner
+        self.lookups = 0
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> tuple[str, str] | None:
+        with self._lock:
+            self.lookups += 1
+        return self.inner.get(name)
+
+    def put(self, name: str, password_hash: str, role: str) -> None:
+        self.inner.put(name, password_hash, role)
+
+
+def header(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> CountingStore:
+    store = CountingStore(SqliteUserStore(Database(tmp_path / "users.db")))
+    store.put("admin", hash_password("right"), ADMIN)
+    return store
+
+
+def test_hash_is_salted_and_verifies() -> None:
+    first, second = hash_password("pw"), hash_password("pw")
+    assert first != second and "pw" not in first
+    assert verify_password("pw", first) and not verify_password("pw2", first)
+    assert not verify_password("pw", "garbage") and not verify_password("pw", "a$b$c$d")
+
+
+def test_concurrent_logins_run_one_slow_hash(store: CountingStore) -> None:
+    auth = Authenticator(store)
+    barrier = threading.Barrier(20)
+    names: list[str] = []
+
+    def login() -> None:
+        barrier.wait()
+        names.append(auth.authenticate(header("admin", "right")).name)
+
+    threads = [threading.Thread(target=login) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert names == ["admin"] * 20
+    assert store.lookups == 1  # one verification served all twenty
+    auth.authenticate(header("admin", "right"))
+    assert store.lookups == 1  # and later requests hit the cache
+
+
+def test_concurrent_wrong_passwords_all_fail(store: CountingStore) -> None:
+    auth = Authenticator(store)
+    barrier = threading.Barrier(10)
+    failures: list[bool] = []
+
+    def login() -> None:
+        barrier.wait()
+        try:
+            auth.authenticate(header("admin", "wrong"))
+        except Unauthorized:
+            failures.append(True)
+
+    threads = [threading.Thread(target=login) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == [True] * 10
+    with pytest.raises(Unauthorized):  # a failure is never cached as success
+        auth.authenticate(header("admin", "wrong"))
+    assert auth.authenticate(header("admin", "right")).name == "admin"
+
+
+def test_malformed_headers_are_401(store: CountingStore) -> None:
+    auth = Authenticator(store)
+    for value in (None, "", "Bearer x", "Basic", "Basic !!!", "Basic " +
+                  base64.b64encode(b"no-colon").decode()):
+        with pytest.raises(Unauthorized):
+            auth.authenticate(value)
+    assert store.lookups == 0
