@@ -1,4 +1,5 @@
-"""The ``swdepot`` command: ``serve`` the API and ``package`` tools for operators."""
+"""The ``swdepot`` command: ``serve`` the API, ``package`` tools, and a REST client
+(``package get|show-repository|…``, ``job show|watch``) for operators."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from swdepot.client.arguments import register as register_client_commands
 
 ENV_PASSWORD = "SWDEPOT_ADMIN_PASSWORD"
 
@@ -34,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="accept only packages signed by a trusted key")
     serve.add_argument("--log-level", default="info")
 
-    package = sub.add_parser("package", help="build and sign packages")
+    package = sub.add_parser("package", help="build, sign, download and manage packages")
     psub = package.add_subparsers(dest="package_command", required=True)
     build = psub.add_parser("build", help="build a package from a directory")
     build.add_argument("source", type=Path, help="directory with the package contents")
@@ -44,11 +47,16 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("-o", "--output", type=Path, required=True, help="output .tgz file")
     keygen = psub.add_parser("keygen", help="create an Ed25519 signing key pair")
     keygen.add_argument("name", type=Path, help="writes NAME.key (private) and NAME.pub")
+    register_client_commands(sub, psub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if getattr(args, "handler", None) is not None:
+        from swdepot.client.commands import run
+
+        return run(args)
     if args.command == "serve":
         return _serve(args)
     return _package(args)
