@@ -156,19 +156,24 @@ class ServiceProcess:
         self.port = port
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> Api:
+    def start(self, *, log_level: str = "warning", log_file: Path | None = None) -> Api:
+        """Start and wait until it answers; ``log_file`` collects stderr (the logs)."""
         env = {**os.environ, "SWDEPOT_ADMIN_PASSWORD": ADMIN_PASSWORD}
+        stderr = log_file.open("ab") if log_file is not None else subprocess.PIPE
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "swdepot", "serve", "--data-dir", str(self.data_dir),
              "--port", str(self.port), "--import-dir", str(self.import_dir),
-             "--allow-network", LOOPBACK_ONLY[0], "--log-level", "warning"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+             "--allow-network", LOOPBACK_ONLY[0], "--log-level", log_level],
+            env=env, stdout=subprocess.DEVNULL, stderr=stderr,
         )
+        if log_file is not None:
+            stderr.close()  # the child holds its own descriptor
         cert = self.data_dir / "tls" / "server.crt"
         deadline = time.monotonic() + 20
         while True:
             if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                err = (self.proc.stderr.read().decode() if self.proc.stderr
+                       else log_file.read_text() if log_file else "")
                 raise RuntimeError(f"swdepot exited: {err}")
             if cert.exists():
                 api = Api(f"https://127.0.0.1:{self.port}", cert, ("admin", ADMIN_PASSWORD))

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--require-signatures", action="store_true", default=None,
                        help="accept only packages signed by a trusted key")
     serve.add_argument("--log-level", default="info")
+    serve.add_argument("--log-format", choices=("json", "text"), default="json",
+                       help="JSON lines (default) or plain text, on stderr")
 
     package = sub.add_parser("package", help="build, sign, download and manage packages")
     psub = package.add_subparsers(dest="package_command", required=True)
@@ -65,11 +66,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import os
 
+    from swdepot import logs
     from swdepot.config import load_settings
     from swdepot.server import run
 
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(args.log_level, args.log_format)
     settings = load_settings(
         args.config,
         host=args.host, port=args.port, data_dir=args.data_dir, cert_file=args.cert,

@@ -18,6 +18,7 @@ from swdepot.auth import ADMIN, Authenticator, hash_password
 from swdepot.config import Settings
 from swdepot.errors import DOWNLOAD_FAILED
 from swdepot.jobs.runner import JobRunner
+from swdepot.metrics import MeteredJobStore, Metrics
 from swdepot.packages.manifest import load_trusted_keys
 from swdepot.packages.model import ValidationPolicy
 from swdepot.persistence.sqlite import (
@@ -47,7 +48,8 @@ class Service:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = Database(settings.database_path)
-        self.jobs = SqliteJobStore(self.db)
+        self.metrics = Metrics()
+        self.jobs = MeteredJobStore(SqliteJobStore(self.db), self.metrics)
         self.users = SqliteUserStore(self.db)
         self.authenticator = Authenticator(self.users)
         primary, secondary = settings.store_roots
@@ -56,6 +58,7 @@ class Service:
             [LocalDirStore(primary, settings.cluster.nodes[0]),
              LocalDirStore(secondary, settings.cluster.nodes[-1])],
         )
+        self.metrics.watch(self.jobs, self.repository.catalog)
         self.profile = ClusterProfile(settings.cluster)
         self.runner = JobRunner(self.jobs, workers=settings.job_workers)
         node = settings.cluster.nodes[0]

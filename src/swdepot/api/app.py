@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from swdepot.api.http import AuthMiddleware, error_response
+from swdepot.api.observe import ObserveMiddleware
 from swdepot.api.routes import ROUTES
 from swdepot.errors import InternalError, MethodNotAllowed, NotFound, OntapError
 from swdepot.service import Service
@@ -48,7 +49,8 @@ def create_app(service: Service) -> Starlette:
     """A Starlette app serving ``service``; the caller owns the service's lifetime."""
     app = Starlette(
         routes=ROUTES,
-        middleware=[Middleware(AuthMiddleware, authenticator=service.authenticator)],
+        middleware=[Middleware(ObserveMiddleware, metrics=service.metrics),
+                    Middleware(AuthMiddleware, authenticator=service.authenticator)],
         exception_handlers={
             OntapError: _ontap_error,
             HTTPException: _http_error,

@@ -139,7 +139,7 @@ def package_get(client: SwdepotClient, out: Output, args: argparse.Namespace) ->
 
 def _check_sha256(client: SwdepotClient, out: Output, record: dict[str, Any] | None,
                   expected: str, file_name: str) -> None:
-    """Keep the package only if it is the one the operator meant (see docs/cli.md)."""
+    """Keep the package only if it is the one the operator meant (see docs/operations.md)."""
     if record is None:
         raise CommandFailed(f"{file_name} was stored but is not listed as a package (firmware "
                             "files are not), so its sha256 cannot be checked")
