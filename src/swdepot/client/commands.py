@@ -85,8 +85,7 @@ def _follow(client: SwdepotClient, out: Output, uuid: str, label: str, *,
         for shot in follow(client, uuid, with_progress=with_progress):
             message = shot.job.get("message")
             if shot.bytes_total is not None or shot.bytes_done is not None:
-                bar.update(shot.bytes_done, shot.bytes_total, shot.speed,
-                           description=f"{label}: {message}" if message else label)
+                bar.update(shot.bytes_done, shot.bytes_total, shot.speed)
             if message != last_message and not out.interactive and not shot.finished:
                 out.line(f"{shot.job.get('state')}: {message}")
             last_message = message

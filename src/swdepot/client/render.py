@@ -56,14 +56,10 @@ class Transfer:
         self._progress = progress
         self._task = progress.add_task(description, total=None) if progress else None
 
-    def update(self, done: int | None, total: int | None, speed: float | None = None,
-               description: str | None = None) -> None:
+    def update(self, done: int | None, total: int | None, speed: float | None = None) -> None:
         if self._progress is None or self._task is None:
             return
-        changes: dict[str, Any] = {"speed": speed}
-        if description is not None:
-            changes["description"] = description
-        self._progress.update(self._task, completed=done or 0, total=total, **changes)
+        self._progress.update(self._task, completed=done or 0, total=total, speed=speed)
 
 
 class Output:
@@ -115,7 +111,7 @@ class Output:
             return
         progress = Progress(
             TextColumn("[progress.description]{task.description}"), BarColumn(),
-            TaskProgressColumn(), DownloadColumn(), SpeedColumn(), EtaColumn(),
+            TaskProgressColumn(), DownloadColumn(binary_units=True), SpeedColumn(), EtaColumn(),
             console=self.err, transient=False, refresh_per_second=8,
         )
         with progress:

@@ -67,7 +67,7 @@ function notify(text, isError) {
 
 async function loadCluster() {
   const cluster = await api("GET", "/api/cluster");
-  $("cluster-name").textContent = cluster.name;
+  $("cluster-name").textContent = `cluster ${cluster.name}`;
   const sw = await api("GET", "/api/cluster/software");
   $("software-version").textContent = sw.version;
   $("software-state").textContent = sw.state;
