@@ -283,3 +283,50 @@ def test_resolve_rejects_bad_config(tmp_path):
         resolve(ConnectionFlags(url="ftp://x"), {"SWDEPOT_PASSWORD": "p",
                                                  "SWDEPOT_CONFIG": str(tmp_path / "none")},
                 prompt=False)
+
+
+def test_upload_client_streams_multipart_file_part(tmp_path, no_proxy_env):
+    """Against a real HTTP server: one ``file`` part, sent in chunks, progress to the end."""
+    import http.server
+    import threading
+
+    from swdepot.client.connection import Connection
+    from swdepot.client.rest import SwdepotClient
+
+    received: dict[str, bytes] = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers["content-length"])
+            received["type"] = self.headers["content-type"].encode()
+            received["body"] = self.rfile.read(length)
+            received["path"] = self.path.encode()
+            body = b'{"job": {"uuid": "u-1", "_links": {}}}'
+            self.send_response(202)
+            self.send_header("content-type", "application/hal+json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    data = os.urandom(300 * 1024)
+    path = tmp_path / "image.tgz"
+    path.write_bytes(data)
+    seen: list[int] = []
+    try:
+        conn = Connection(f"http://127.0.0.1:{server.server_port}", "admin", "pw")
+        with SwdepotClient(conn) as client:
+            assert client.upload(path, seen.append) == "u-1"
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert received["path"] == b"/api/cluster/software/upload"
+    assert received["type"].startswith(b"multipart/form-data")
+    assert b'name="file"; filename="image.tgz"' in received["body"]
+    assert data in received["body"]
+    assert len(seen) > 1 and seen[-1] == len(data)  # streamed in chunks, not one read

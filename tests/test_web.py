@@ -10,7 +10,6 @@ from pkgfactory import make_package
 from servers import Fault
 from service import ADMIN_PASSWORD
 
-pytest_plugins = ["browser"]
 TIMEOUT_MS = 30_000
 
 
