@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from typing import Any, TextIO
 
@@ -21,6 +21,7 @@ from rich.progress import (
     Progress,
     ProgressColumn,
     Task,
+    TaskID,
     TaskProgressColumn,
     TextColumn,
 )
@@ -50,16 +51,30 @@ class EtaColumn(ProgressColumn):
 
 
 class Transfer:
-    """A progress bar for one transfer; does nothing when the output is not a terminal."""
+    """A progress bar for one transfer, drawn from its first byte count on.
 
-    def __init__(self, progress: Progress | None, description: str) -> None:
-        self._progress = progress
-        self._task = progress.add_task(description, total=None) if progress else None
+    Without a ``factory`` (output not a terminal) it does nothing; a job that never
+    reports bytes (a delete) never shows an empty bar.
+    """
+
+    def __init__(self, factory: Callable[[], Progress] | None, description: str) -> None:
+        self._factory = factory
+        self._description = description
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
 
     def update(self, done: int | None, total: int | None, speed: float | None = None) -> None:
-        if self._progress is None or self._task is None:
+        if self._factory is None:
             return
+        if self._progress is None or self._task is None:
+            self._progress = self._factory()
+            self._progress.start()
+            self._task = self._progress.add_task(self._description, total=None)
         self._progress.update(self._task, completed=done or 0, total=total, speed=speed)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
 
 
 class Output:
@@ -106,16 +121,18 @@ class Output:
 
     @contextlib.contextmanager
     def transfer(self, description: str) -> Iterator[Transfer]:
-        if not self.interactive:
-            yield Transfer(None, description)
-            return
-        progress = Progress(
+        bar = Transfer(self._progress if self.interactive else None, description)
+        try:
+            yield bar
+        finally:
+            bar.close()
+
+    def _progress(self) -> Progress:
+        return Progress(
             TextColumn("[progress.description]{task.description}"), BarColumn(),
             TaskProgressColumn(), DownloadColumn(binary_units=True), SpeedColumn(), EtaColumn(),
             console=self.err, transient=False, refresh_per_second=8,
         )
-        with progress:
-            yield Transfer(progress, description)
 
 
 def human_bytes(value: float | None) -> str:
