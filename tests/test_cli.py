@@ -227,6 +227,10 @@ def test_tls_is_verified_by_default(cli, swdepot):
     assert insecure.returncode == 0 and "TLS verification is off" in insecure.stderr
     flag = cli("package", "show-repository", "--ca-file", str(swdepot.cert), env=env)
     assert flag.returncode == 0
+    not_pem = swdepot.settings.data_dir / "not-a-cert.pem"
+    not_pem.write_text("hello\n")
+    broken = cli("package", "show-repository", "--ca-file", str(not_pem), env=env)
+    assert broken.returncode == 2 and "cannot use CA file" in broken.stderr
 
 
 def test_wrong_password_and_missing_password(cli):

@@ -51,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         with SwdepotClient(conn) as client:
             return HANDLERS[args.handler](client, out, args)
+    except ConfigError as exc:
+        out.error(str(exc))
+        return EXIT_USAGE
     except ApiError as exc:
         _report_api_error(out, exc)
         return EXIT_FAILED

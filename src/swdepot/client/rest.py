@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 
 import httpx
 
-from swdepot.client.connection import Connection
+from swdepot.client.connection import ConfigError, Connection
 
 PACKAGES = "/api/cluster/software/packages"
 DOWNLOAD = "/api/cluster/software/download"
@@ -57,7 +57,10 @@ def tls_verify(conn: Connection) -> ssl.SSLContext | bool:
         return False
     context = ssl.create_default_context()
     if conn.ca_file is not None:
-        context.load_verify_locations(cafile=str(conn.ca_file))
+        try:
+            context.load_verify_locations(cafile=str(conn.ca_file))
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(f"cannot use CA file {conn.ca_file}: {exc}") from None
     return context
 
 
