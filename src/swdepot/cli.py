@@ -1,12 +1,14 @@
-"""The ``swdepot`` command: ``serve`` the API and ``package`` tools for operators."""
+"""The ``swdepot`` command: ``serve`` the API, ``package`` tools, and a REST client
+(``package get|show-repository|…``, ``job show|watch``) for operators."""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from swdepot.client.arguments import register as register_client_commands
 
 ENV_PASSWORD = "SWDEPOT_ADMIN_PASSWORD"
 
@@ -33,8 +35,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--require-signatures", action="store_true", default=None,
                        help="accept only packages signed by a trusted key")
     serve.add_argument("--log-level", default="info")
+    serve.add_argument("--log-format", choices=("json", "text"), default="json",
+                       help="JSON lines (default) or plain text, on stderr")
 
-    package = sub.add_parser("package", help="build and sign packages")
+    package = sub.add_parser("package", help="build, sign, download and manage packages")
     psub = package.add_subparsers(dest="package_command", required=True)
     build = psub.add_parser("build", help="build a package from a directory")
     build.add_argument("source", type=Path, help="directory with the package contents")
@@ -53,11 +57,16 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--data-dir", type=Path, help="where the database and packages live")
     verify.add_argument("--repair", action="store_true",
                         help="rewrite bad or missing copies from a good one; remove orphans")
+    register_client_commands(sub, psub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if getattr(args, "handler", None) is not None:
+        from swdepot.client.commands import run
+
+        return run(args)
     if args.command == "serve":
         return _serve(args)
     if args.command == "repository":
@@ -68,11 +77,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import os
 
+    from swdepot import logs
     from swdepot.config import load_settings
     from swdepot.server import run
 
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(args.log_level, args.log_format)
     settings = load_settings(
         args.config,
         host=args.host, port=args.port, data_dir=args.data_dir, cert_file=args.cert,

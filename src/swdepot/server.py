@@ -24,7 +24,7 @@ def run(settings: Settings, *, log_level: str = "info") -> None:
             ssl_args = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
         config = uvicorn.Config(
             create_app(service), host=settings.host, port=settings.port,
-            log_level=log_level, access_log=False, lifespan="on",
+            log_level=log_level, access_log=False, lifespan="on", log_config=None,
             loop="uvloop", http="httptools", server_header=False, **ssl_args,
         )
         config.load()  # builds the SSL context, which is then tightened before serving

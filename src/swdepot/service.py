@@ -19,6 +19,7 @@ from swdepot.config import Settings
 from swdepot.errors import INTERNAL_ERROR
 from swdepot.jobs.runner import JobRunner
 from swdepot.loginlimit import LoginLimiter
+from swdepot.metrics import MeteredJobStore, Metrics
 from swdepot.packages.manifest import load_trusted_keys
 from swdepot.packages.model import ValidationPolicy
 from swdepot.persistence.sqlite import (
@@ -48,12 +49,14 @@ class Service:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = Database(settings.database_path)
-        self.jobs = SqliteJobStore(self.db)
+        self.metrics = Metrics()
+        self.jobs = MeteredJobStore(SqliteJobStore(self.db), self.metrics)
         self.users = SqliteUserStore(self.db)
         self.authenticator = Authenticator(
             self.users, limiter=LoginLimiter(settings.login_max_failures,
                                              settings.login_failure_window))
         self.repository = open_repository(settings, self.db)
+        self.metrics.watch(self.jobs, self.repository.catalog)
         self.profile = ClusterProfile(settings.cluster)
         self.runner = JobRunner(self.jobs, workers=settings.job_workers)
         node = settings.cluster.nodes[0]

@@ -158,14 +158,17 @@ def _shown(name: str, value: Any) -> str:
 
 
 class AuthMiddleware:
-    """Authenticates every ``/api`` request before routing (pre-emptive Basic auth)."""
+    """Authenticates every HTTP request before routing (pre-emptive Basic auth).
+
+    Not only ``/api``: ``/metrics`` and the web pages need a login too.
+    """
 
     def __init__(self, app: ASGIApp, authenticator: Authenticator) -> None:
         self.app = app
         self.authenticator = authenticator
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/api"):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         request = Request(scope)

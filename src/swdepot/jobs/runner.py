@@ -9,6 +9,7 @@ truth, so any process can read a job's state.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import threading
 import time
@@ -85,7 +86,9 @@ class JobRunner:
         ctx = JobContext(job, self._store, self._clock)
         with self._lock:
             self._contexts[job.uuid] = ctx
-        return self._pool.submit(self._run, ctx, work, internal_code)
+        # the job's log lines carry the id of the request that started it
+        context = contextvars.copy_context()
+        return self._pool.submit(context.run, self._run, ctx, work, internal_code)
 
     def _run(self, ctx: JobContext, work: Callable[[JobContext], str], internal_code: int) -> None:
         uuid = ctx.job.uuid

@@ -1,5 +1,7 @@
 """One module per resource; :data:`ROUTES` is what the app serves."""
 
-from swdepot.api.routes import cluster, download, jobs, packages, runtime
+from swdepot.api.routes import cluster, download, jobs, metrics, packages, runtime
+from swdepot.web import routes as web
 
-ROUTES = [*cluster.ROUTES, *download.ROUTES, *packages.ROUTES, *jobs.ROUTES, *runtime.ROUTES]
+ROUTES = [*cluster.ROUTES, *download.ROUTES, *packages.ROUTES, *jobs.ROUTES, *metrics.ROUTES,
+          *runtime.ROUTES, *web.ROUTES]

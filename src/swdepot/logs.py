@@ -1,0 +1,59 @@
+"""Structured logs: one JSON object per line, each tagged with the request that caused it.
+
+The request id lives in a context variable: the HTTP layer sets it per request, the
+thread pool that runs blocking calls inherits it, and the job runner copies it into
+the job's thread, so a download's log lines name the request that started it.
+What is logged is chosen so that it never holds a secret: download passwords exist
+only in the running job's closure, URLs are logged in their redacted form, and
+request bodies and the ``Authorization`` header are never logged.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import re
+import sys
+import uuid
+
+from pythonjsonlogger.json import JsonFormatter
+
+REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("swdepot_request_id",
+                                                                        default=None)
+_CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
+
+
+def request_id_from(header: str | None) -> str:
+    """Keep a caller's ``X-Request-Id`` if it is short and plain; otherwise make one."""
+    if header and _CLIENT_ID.fullmatch(header):
+        return header
+    return uuid.uuid4().hex
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds ``request_id`` to every record (``None`` outside a request)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = REQUEST_ID.get()
+        record.__dict__.pop("color_message", None)  # uvicorn's copy with terminal colours
+        return True
+
+
+def configure(level: str = "info", fmt: str = "json") -> None:
+    """Route every logger (uvicorn's included) to stderr as JSON lines or text."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RequestIdFilter())
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter(
+            "%(levelname)s %(name)s %(message)s %(request_id)s", timestamp="time",
+            rename_fields={"levelname": "level", "name": "logger"},
+        ))
+    else:
+        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
