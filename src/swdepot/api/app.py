@@ -10,7 +10,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
-from swdepot.api.http import AuthMiddleware, error_response
+from swdepot.api.http import AuthMiddleware, CollapseSlashes, error_response
 from swdepot.api.routes import ROUTES
 from swdepot.errors import InternalError, MethodNotAllowed, NotFound, OntapError
 from swdepot.service import Service
@@ -48,7 +48,8 @@ def create_app(service: Service) -> Starlette:
     """A Starlette app serving ``service``; the caller owns the service's lifetime."""
     app = Starlette(
         routes=ROUTES,
-        middleware=[Middleware(AuthMiddleware, authenticator=service.authenticator)],
+        middleware=[Middleware(CollapseSlashes),
+                    Middleware(AuthMiddleware, authenticator=service.authenticator)],
         exception_handlers={
             OntapError: _ontap_error,
             HTTPException: _http_error,
