@@ -48,6 +48,7 @@ class Settings:
     stall_timeout: float = 120.0
     max_duration: float = 3600.0
     max_package_bytes: int = 64 << 30
+    min_free_bytes: int = 0  # room every node store keeps free; uploads may not eat into it
     # Packages
     require_signatures: bool = False
     trust_dir: Path | None = None

@@ -29,8 +29,10 @@ from swdepot.persistence.sqlite import (
 from swdepot.repository.repository import Repository
 from swdepot.repository.store import LocalDirStore
 from swdepot.software.download import DownloadService
+from swdepot.software.ingest import PackageIngest
 from swdepot.software.packages import PackageService
 from swdepot.software.profile import ClusterProfile
+from swdepot.software.upload import UploadService
 from swdepot.transfer.curl import CurlOptions
 from swdepot.transfer.engine import TransferEngine
 
@@ -69,10 +71,16 @@ class Service:
             ),
             settings.import_dir,
         )
+        self.ingest = PackageIngest(self.repository, self.validation_policy,
+                                    settings.max_package_bytes)
         self.downloads = DownloadService(
-            runner=self.runner, jobs=self.jobs, repository=self.repository, engine=engine,
-            policy=self.validation_policy, max_package_bytes=settings.max_package_bytes,
-            node=node, update_in_progress=self.profile.update_in_progress,
+            runner=self.runner, jobs=self.jobs, repository=self.repository, ingest=self.ingest,
+            engine=engine, node=node, update_in_progress=self.profile.update_in_progress,
+        )
+        self.uploads = UploadService(
+            runner=self.runner, repository=self.repository, ingest=self.ingest, node=node,
+            min_free_bytes=settings.min_free_bytes, max_duration=settings.max_duration,
+            update_in_progress=self.profile.update_in_progress,
         )
         self.packages = PackageService(runner=self.runner, repository=self.repository,
                                        node=node, running_version=settings.cluster.version)

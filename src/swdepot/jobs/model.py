@@ -31,6 +31,7 @@ class JobKind(StrEnum):
     """What a job does; the store uses it to keep one download at a time."""
 
     DOWNLOAD = "download"
+    UPLOAD = "upload"
     DELETE_PACKAGE = "delete_package"
 
 

@@ -138,6 +138,11 @@ class Repository:
             except OSError:  # recovery removes the orphan later
                 log.warning("could not delete %s from store %s", key, store.name)
 
+    def free_bytes(self) -> int | None:
+        """The smallest room left on any node store (a package needs it on every one)."""
+        known = [free for store in self.stores if (free := store.free_bytes()) is not None]
+        return min(known) if known else None
+
     def images(self) -> list[PackageRecord]:
         return self.catalog.all(PackageKind.IMAGE)
 
