@@ -119,3 +119,26 @@ def test_rest_info_pages_through_next_links(ansible_module, api, http_server_noa
     assert "failed" not in result, result
     records = result["ontap_info"]["cluster/software/packages"]["records"]
     assert sorted(r["version"] for r in records) == ["9.14.1", "9.15.1", "9.16.1P2"]
+
+
+@pytest.mark.timeout(300)
+def test_full_update_with_validation_after_download(ansible_module, api, http_server_noauth,
+                                                    content_dir):
+    """Download, validate, update every node, then delete the package (clients.md G and I).
+
+    The module sleeps 10 s before reading validation results and 60 s before its first
+    look at the update state; those sleeps are most of this test's run time.
+    """
+    make_package(content_dir, IMAGE, VERSION, size=8192)
+    result = software_update(ansible_module, package_version=VERSION,
+                             package_url=http_server_noauth.url(IMAGE),
+                             validate_after_download=True, ignore_validation_warning=True,
+                             stabilize_minutes=1, deadline=280)
+    assert result["changed"] is True and "failed" not in result, result
+    after_download = result["validation_reports_after_download"]
+    assert [r["update_check"] for r in after_download] == ["Package signature"]
+    # (the module's REST path never fills validation_reports_after_update)
+    nodes = api.get("/api/cluster/software?fields=nodes,state").json()
+    assert nodes["state"] == "completed"
+    assert {n["version"] for n in nodes["nodes"]} == {VERSION}
+    assert listed(api) == []  # the module deletes the package after a completed update

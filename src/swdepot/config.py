@@ -55,6 +55,9 @@ class Settings:
     # Jobs
     job_retention_seconds: float = 300.0
     job_workers: int = 4
+    # Software update: how long one simulated step takes, and one of `stabilize_minutes`
+    update_step_seconds: float = 30.0
+    update_minute_seconds: float = 60.0
 
     # --- derived locations -------------------------------------------------------------
 

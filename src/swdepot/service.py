@@ -24,6 +24,7 @@ from swdepot.persistence.sqlite import (
     Database,
     SqliteJobStore,
     SqlitePackageCatalog,
+    SqliteProfileStore,
     SqliteUserStore,
 )
 from swdepot.repository.repository import Repository
@@ -32,6 +33,7 @@ from swdepot.software.download import DownloadService
 from swdepot.software.ingest import PackageIngest
 from swdepot.software.packages import PackageService
 from swdepot.software.profile import ClusterProfile
+from swdepot.software.update import Pace
 from swdepot.software.upload import UploadService
 from swdepot.transfer.curl import CurlOptions
 from swdepot.transfer.engine import TransferEngine
@@ -58,8 +60,12 @@ class Service:
             [LocalDirStore(primary, settings.cluster.nodes[0]),
              LocalDirStore(secondary, settings.cluster.nodes[-1])],
         )
-        self.profile = ClusterProfile(settings.cluster)
         self.runner = JobRunner(self.jobs, workers=settings.job_workers)
+        self.profile = ClusterProfile(
+            settings.cluster, SqliteProfileStore(self.db), repository=self.repository,
+            runner=self.runner,
+            pace=Pace(settings.update_step_seconds, settings.update_minute_seconds),
+        )
         node = settings.cluster.nodes[0]
         engine = TransferEngine(
             CurlOptions(
@@ -83,9 +89,10 @@ class Service:
             update_in_progress=self.profile.update_in_progress,
         )
         self.packages = PackageService(runner=self.runner, repository=self.repository,
-                                       node=node, running_version=settings.cluster.version)
+                                       node=node, in_use=self.profile.package_in_use)
         self._stop = threading.Event()
         self._janitor: threading.Thread | None = None
+        self._updater: threading.Thread | None = None
 
     def validation_policy(self) -> ValidationPolicy:
         """Read the trusted keys on every job, so operators can add keys without a restart."""
@@ -103,6 +110,18 @@ class Service:
         self._janitor = threading.Thread(target=self._housekeeping, name="swdepot-janitor",
                                          daemon=True)
         self._janitor.start()
+        self._updater = threading.Thread(target=self._advance_updates, name="swdepot-update",
+                                         daemon=True)
+        self._updater.start()
+
+    def _advance_updates(self) -> None:
+        """Move a rolling update along; every process does this, the store arbitrates."""
+        interval = max(0.02, min(1.0, self.settings.update_step_seconds / 4))
+        while not self._stop.wait(interval):
+            try:
+                self.profile.tick()
+            except Exception:  # keep ticking; a failed tick is retried
+                log.exception("software update tick failed")
 
     def _housekeeping(self) -> None:
         interval = max(1.0, min(60.0, self.settings.job_retention_seconds / 4))
@@ -138,8 +157,9 @@ class Service:
     def close(self) -> None:
         self._stop.set()
         self.runner.shutdown(wait=True)
-        if self._janitor is not None:
-            self._janitor.join(timeout=5)
+        for thread in (self._janitor, self._updater):
+            if thread is not None:
+                thread.join(timeout=5)
         self.db.close()
 
 

@@ -32,6 +32,7 @@ class JobKind(StrEnum):
 
     DOWNLOAD = "download"
     UPLOAD = "upload"
+    SOFTWARE = "software"  # PATCH /api/cluster/software: validate, update, pause/resume/cancel
     DELETE_PACKAGE = "delete_package"
 
 

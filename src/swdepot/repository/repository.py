@@ -138,6 +138,15 @@ class Repository:
             except OSError:  # recovery removes the orphan later
                 log.warning("could not delete %s from store %s", key, store.name)
 
+    def copies_intact(self, record: PackageRecord) -> dict[str, bool]:
+        """Re-read every node's copy: present, and its sha256 still the recorded one."""
+        return {store.name: _intact(store, record) for store in self.stores}
+
+    def copy_intact(self, record: PackageRecord, node: str) -> bool:
+        """The copy a node installs from: its own store, else the primary one."""
+        store = next((s for s in self.stores if s.name == node), self.stores[0])
+        return _intact(store, record)
+
     def free_bytes(self) -> int | None:
         """The smallest room left on any node store (a package needs it on every one)."""
         known = [free for store in self.stores if (free := store.free_bytes()) is not None]
@@ -159,3 +168,9 @@ class Repository:
                         orphans += 1
         return {"staging_removed": staging, "orphans_removed": orphans}
 
+
+def _intact(store: BlobStore, record: PackageRecord) -> bool:
+    try:
+        return store.exists(record.store_key) and store.sha256(record.store_key) == record.sha256
+    except OSError:
+        return False
