@@ -31,6 +31,7 @@ from swdepot.repository.repository import Repository
 from swdepot.repository.store import LocalDirStore
 from swdepot.software.download import DownloadService
 from swdepot.software.ingest import PackageIngest
+from swdepot.software.jobcontrol import JobControl
 from swdepot.software.packages import PackageService
 from swdepot.software.profile import ClusterProfile
 from swdepot.software.update import Pace
@@ -90,6 +91,7 @@ class Service:
         )
         self.packages = PackageService(runner=self.runner, repository=self.repository,
                                        node=node, in_use=self.profile.package_in_use)
+        self.job_control = JobControl(self.jobs, self.runner)
         self._stop = threading.Event()
         self._janitor: threading.Thread | None = None
         self._updater: threading.Thread | None = None
