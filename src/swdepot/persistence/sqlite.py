@@ -283,6 +283,15 @@ class SqliteUserStore:
         ).fetchone()
         return (row["password_hash"], row["role"]) if row else None
 
+    def all(self) -> list[tuple[str, str]]:
+        """(name, role) of every user; hashes stay in the database."""
+        rows = self._db.connection().execute("SELECT name, role FROM users ORDER BY name")
+        return [(row["name"], row["role"]) for row in rows]
+
+    def delete(self, name: str) -> bool:
+        with self._db.transaction() as conn:
+            return conn.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount > 0
+
     def put(self, name: str, password_hash: str, role: str) -> None:
         with self._db.transaction() as conn:
             conn.execute(
