@@ -61,6 +61,20 @@ class Api:
     def delete(self, path: str, **kwargs: Any) -> requests.Response:
         return self.request("DELETE", path, **kwargs)
 
+    def patch(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("PATCH", path, **kwargs)
+
+    def wait_software(self, *states: str, timeout: float = 30) -> dict[str, Any]:
+        """Poll ``/cluster/software`` until its update state is one of ``states``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            body = self.get("/api/cluster/software").json()
+            if body.get("state") in states:
+                return body
+            if time.monotonic() > deadline:
+                raise AssertionError(f"update still {body.get('state')} after {timeout}s")
+            time.sleep(0.02)
+
     def wait_job(self, uuid: str, timeout: float = 30) -> dict[str, Any]:
         """Poll a job until it ends, as the ONTAP clients do."""
         deadline = time.monotonic() + timeout
@@ -120,6 +134,7 @@ def settings(tmp_path: Path, import_dir: Path, tls_ca_file: Path, no_proxy_env: 
         import_dir=import_dir, ca_files=(tls_ca_file,), allowed_networks=LOOPBACK_ONLY,
         connect_timeout=5, stall_timeout=10,
         retry_base_delay=0.05, retry_max_delay=0.2,  # transient failures retry quickly here
+        update_step_seconds=0.05, update_minute_seconds=0.01,  # a rolling update in ~1 s
     )
 
 

@@ -134,11 +134,11 @@ def test_delete_package(api, swdepot, content_dir, http_server_noauth):
     assert api.get(PACKAGES).json()["num_records"] == 0
 
 
-def test_running_version_cannot_be_deleted(api, content_dir, http_server_noauth):
+def test_package_of_the_running_version_can_be_deleted(api, content_dir, http_server_noauth):
+    """Ansible's full update deletes the package once the cluster runs it (clients.md I.5)."""
     load(api, content_dir, http_server_noauth, "9.16.1")
-    response = api.delete(PACKAGES + "/9.16.1")
-    assert response.status_code == 409
-    assert "running" in response.json()["error"]["message"]
+    assert api.wait_job(api.delete(PACKAGES + "/9.16.1").json()["job"]["uuid"])["state"] == \
+        "success"
 
 
 # --- jobs --------------------------------------------------------------------------------

@@ -137,12 +137,18 @@ def test_bodies_where_none_is_allowed(api):
     "/api/cluster/jobs/..%2f..%2fetc%2fpasswd", "/api/cluster/jobs/%00",
     "/api/cluster/software/packages/%ff%fe",
     "/api/cluster/software/packages/" + "9" * 5000, "/api/../api/cluster/jobs/x",
-    "/api/cluster/software/packages/9.1.1/extra", "/api/cluster//jobs", "/api/%2e%2e/etc",
+    "/api/cluster/software/packages/9.1.1/extra", "/api/%2e%2e/etc",
     "/api/cluster/jobs/%252e%252e",
 ])
 def test_path_tricks_answer_4xx(api, path):
     assert_ontap_4xx(api.get(path))
     assert_ontap_4xx(api.request("PUT", path, json={}))
+
+
+def test_doubled_slashes_are_one_path(api):
+    """Ansible's na_ontap_rest_info follows next links as ``/api//cluster/...``."""
+    assert api.get("/api/cluster//jobs").json() == api.get("/api/cluster/jobs").json()
+    assert_ontap_4xx(api.request("PUT", "/api/cluster//jobs", json={}))
 
 
 def test_wrong_methods_and_content_types_answer_4xx(api):

@@ -8,9 +8,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from swdepot.auth import ADMIN, READONLY
 from swdepot.client.arguments import register as register_client_commands
 
 ENV_PASSWORD = "SWDEPOT_ADMIN_PASSWORD"
+ENV_USER_PASSWORD = "SWDEPOT_USER_PASSWORD"
+ROLES = (ADMIN, READONLY)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,6 +40,21 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--log-format", choices=("json", "text"), default="json",
                        help="JSON lines (default) or plain text, on stderr")
+
+    user = sub.add_parser("user", help="manage API users (stored as slow password hashes)")
+    usub = user.add_subparsers(dest="user_command", required=True)
+    add = usub.add_parser("add", help="create a user or change its password and role")
+    add.add_argument("name")
+    add.add_argument("--role", choices=ROLES, default=READONLY,
+                     help="admin may change things; readonly may only read (default)")
+    add.add_argument("--password-file", type=Path,
+                     help=f"file holding the password (else ${ENV_USER_PASSWORD}, else a prompt)")
+    remove = usub.add_parser("delete", help="remove a user")
+    remove.add_argument("name")
+    usub.add_parser("list", help="list users and their roles")
+    for command in (add, remove, usub.choices["list"]):
+        command.add_argument("--config", type=Path, help="TOML settings file")
+        command.add_argument("--data-dir", type=Path, help="the service's data directory")
 
     package = sub.add_parser("package", help="build, sign, download and manage packages")
     psub = package.add_subparsers(dest="package_command", required=True)
@@ -71,6 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args)
     if args.command == "repository":
         return _repository(args)
+    if args.command == "user":
+        return _user(args)
     return _package(args)
 
 
@@ -94,6 +114,51 @@ def _serve(args: argparse.Namespace) -> int:
     )
     run(settings, log_level=args.log_level)
     return 0
+
+
+def _user(args: argparse.Namespace) -> int:
+    """Users live in the service's database, so a running service sees changes at once
+    (a changed password or role after its five-minute credential cache)."""
+    import getpass
+    import os
+
+    from swdepot.auth import hash_password
+    from swdepot.config import load_settings
+    from swdepot.persistence.sqlite import Database, SqliteUserStore
+
+    settings = load_settings(args.config, data_dir=args.data_dir)
+    db = Database(settings.database_path)
+    try:
+        users = SqliteUserStore(db)
+        if args.user_command == "list":
+            for name, role in users.all():
+                print(f"{name}\t{role}")
+            return 0
+        if args.user_command == "delete":
+            if args.name == settings.admin_user:
+                print(f"swdepot: {args.name!r} is the configured admin user", file=sys.stderr)
+                return 1
+            if not users.delete(args.name):
+                print(f"swdepot: no user {args.name!r}", file=sys.stderr)
+                return 1
+            return 0
+        if args.password_file is not None:
+            password = args.password_file.read_text().strip()
+        elif os.environ.get(ENV_USER_PASSWORD):
+            password = os.environ[ENV_USER_PASSWORD]
+        elif sys.stdin.isatty():
+            password = getpass.getpass(f"password for {args.name}: ")
+        else:
+            password = ""
+        if not password:
+            print(f"swdepot: no password given (--password-file, ${ENV_USER_PASSWORD} or a "
+                  "terminal prompt)", file=sys.stderr)
+            return 1
+        users.put(args.name, hash_password(password), args.role)
+        print(f"user {args.name!r} stored with role {args.role}")
+        return 0
+    finally:
+        db.close()
 
 
 def _package(args: argparse.Namespace) -> int:

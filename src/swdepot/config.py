@@ -56,12 +56,16 @@ class Settings:
     # Failed logins per client address before it must wait (HTTP 429)
     login_max_failures: int = 10
     login_failure_window: float = 60.0
+    min_free_bytes: int = 0  # room every node store keeps free; uploads may not eat into it
     # Packages
     require_signatures: bool = False
     trust_dir: Path | None = None
     # Jobs
     job_retention_seconds: float = 300.0
     job_workers: int = 4
+    # Software update: how long one simulated step takes, and one of `stabilize_minutes`
+    update_step_seconds: float = 30.0
+    update_minute_seconds: float = 60.0
 
     # --- derived locations -------------------------------------------------------------
 

@@ -26,13 +26,18 @@ from swdepot.persistence.sqlite import (
     Database,
     SqliteJobStore,
     SqlitePackageCatalog,
+    SqliteProfileStore,
     SqliteUserStore,
 )
 from swdepot.repository.repository import Repository
 from swdepot.repository.store import LocalDirStore
 from swdepot.software.download import DownloadService
+from swdepot.software.ingest import PackageIngest
+from swdepot.software.jobcontrol import JobControl
 from swdepot.software.packages import PackageService
 from swdepot.software.profile import ClusterProfile
+from swdepot.software.update import Pace
+from swdepot.software.upload import UploadService
 from swdepot.transfer.curl import CurlOptions
 from swdepot.transfer.engine import TransferEngine
 from swdepot.transfer.retry import RetryPolicy
@@ -57,8 +62,12 @@ class Service:
                                              settings.login_failure_window))
         self.repository = open_repository(settings, self.db)
         self.metrics.watch(self.jobs, self.repository.catalog)
-        self.profile = ClusterProfile(settings.cluster)
         self.runner = JobRunner(self.jobs, workers=settings.job_workers)
+        self.profile = ClusterProfile(
+            settings.cluster, SqliteProfileStore(self.db), repository=self.repository,
+            runner=self.runner,
+            pace=Pace(settings.update_step_seconds, settings.update_minute_seconds),
+        )
         node = settings.cluster.nodes[0]
         engine = TransferEngine(
             CurlOptions(
@@ -73,16 +82,24 @@ class Service:
                               settings.retry_max_delay),
             max_duration=settings.max_duration,
         )
+        self.ingest = PackageIngest(self.repository, self.validation_policy,
+                                    settings.max_package_bytes)
         self.downloads = DownloadService(
-            runner=self.runner, jobs=self.jobs, repository=self.repository, engine=engine,
-            policy=self.validation_policy, max_package_bytes=settings.max_package_bytes,
-            node=node, update_in_progress=self.profile.update_in_progress,
+            runner=self.runner, jobs=self.jobs, repository=self.repository, ingest=self.ingest,
+            engine=engine, node=node, update_in_progress=self.profile.update_in_progress,
+        )
+        self.uploads = UploadService(
+            runner=self.runner, repository=self.repository, ingest=self.ingest, node=node,
+            min_free_bytes=settings.min_free_bytes, max_duration=settings.max_duration,
+            update_in_progress=self.profile.update_in_progress,
         )
         self.packages = PackageService(runner=self.runner, jobs=self.jobs,
-                                       repository=self.repository,
-                                       node=node, running_version=settings.cluster.version)
+                                       repository=self.repository, node=node,
+                                       in_use=self.profile.package_in_use)
+        self.job_control = JobControl(self.jobs, self.runner)
         self._stop = threading.Event()
         self._janitor: threading.Thread | None = None
+        self._updater: threading.Thread | None = None
 
     def validation_policy(self) -> ValidationPolicy:
         """Read the trusted keys on every job, so operators can add keys without a restart."""
@@ -103,6 +120,18 @@ class Service:
         self._janitor = threading.Thread(target=self._housekeeping, name="swdepot-janitor",
                                          daemon=True)
         self._janitor.start()
+        self._updater = threading.Thread(target=self._advance_updates, name="swdepot-update",
+                                         daemon=True)
+        self._updater.start()
+
+    def _advance_updates(self) -> None:
+        """Move a rolling update along; every process does this, the store arbitrates."""
+        interval = max(0.02, min(1.0, self.settings.update_step_seconds / 4))
+        while not self._stop.wait(interval):
+            try:
+                self.profile.tick()
+            except Exception:  # keep ticking; a failed tick is retried
+                log.exception("software update tick failed")
 
     def _housekeeping(self) -> None:
         interval = max(1.0, min(60.0, self.settings.job_retention_seconds / 4))
@@ -138,8 +167,9 @@ class Service:
     def close(self) -> None:
         self._stop.set()
         self.runner.shutdown(wait=True)
-        if self._janitor is not None:
-            self._janitor.join(timeout=5)
+        for thread in (self._janitor, self._updater):
+            if thread is not None:
+                thread.join(timeout=5)
         self.db.close()
 
 

@@ -12,7 +12,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
-from swdepot.api.http import AuthMiddleware, error_response
+from swdepot.api.http import AuthMiddleware, CollapseSlashes, error_response
 from swdepot.api.observe import ObserveMiddleware
 from swdepot.api.routes import ROUTES
 from swdepot.api.runtime import LoopLagMonitor
@@ -61,7 +61,8 @@ def create_app(service: Service) -> Starlette:
     app = Starlette(
         lifespan=lifespan,
         routes=ROUTES,
-        middleware=[Middleware(ObserveMiddleware, metrics=service.metrics),
+        middleware=[Middleware(CollapseSlashes),
+                    Middleware(ObserveMiddleware, metrics=service.metrics),
                     Middleware(AuthMiddleware, authenticator=service.authenticator)],
         exception_handlers={
             OntapError: _ontap_error,

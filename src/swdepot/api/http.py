@@ -7,6 +7,7 @@ domain, answer".
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qsl
@@ -155,6 +156,22 @@ def required_string(body: dict[str, Any], name: str) -> str:
 
 def _shown(name: str, value: Any) -> str:
     return "***" if name in SECRET_FIELDS else str(value)[:200]
+
+
+class CollapseSlashes:
+    """Treat ``/api//cluster/x`` as ``/api/cluster/x``, as ONTAP's web server does.
+
+    Ansible's ``na_ontap_rest_info`` follows a ``next`` link by stripping ``/api`` from
+    it and appending the rest to ``https://host/api/``, which doubles the slash.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and "//" in scope["path"]:
+            scope = {**scope, "path": re.sub("/{2,}", "/", scope["path"])}
+        await self.app(scope, receive, send)
 
 
 class AuthMiddleware:

@@ -27,6 +27,14 @@ CLUSTER = _schema(
     (),
 )
 SOFTWARE = _schema(
-    "version state nodes nodes.name nodes.version _links",
+    "version pending_version state nodes nodes.name nodes.version start_time end_time "
+    "elapsed_duration estimated_duration validation_results validation_results.update_check "
+    "validation_results.status validation_results.issue validation_results.issue.message "
+    "validation_results.action validation_results.action.message update_details "
+    "update_details.phase update_details.state update_details.node update_details.node.name "
+    "update_details.elapsed_duration update_details.estimated_duration status_details "
+    "status_details.name status_details.state status_details.node status_details.node.name "
+    "status_details.start_time status_details.end_time status_details.issue "
+    "status_details.issue.message _links",
     (),
 )

@@ -31,6 +31,8 @@ class JobKind(StrEnum):
     """What a job does; the store uses it to keep one download at a time."""
 
     DOWNLOAD = "download"
+    UPLOAD = "upload"
+    SOFTWARE = "software"  # PATCH /api/cluster/software: validate, update, pause/resume/cancel
     DELETE_PACKAGE = "delete_package"
 
 

@@ -37,6 +37,8 @@ class JobContext:
         self._store = store
         self._clock = clock
         self.cancel_event = threading.Event()
+        self._cancel_callbacks: list[Callable[[], None]] = []
+        self._cancel_lock = threading.Lock()
         self._last_write = 0.0
         self._last_bytes = 0
         self._last_time = clock()
@@ -45,6 +47,26 @@ class JobContext:
     @property
     def cancelled(self) -> bool:
         return self.cancel_event.is_set()
+
+    def on_cancel(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when the job is cancelled (at once if it already is).
+
+        For work that blocks on something other than this context, e.g. a job waiting
+        for request-body chunks that only a cancel of that channel can wake.
+        """
+        with self._cancel_lock:
+            if not self.cancel_event.is_set():
+                self._cancel_callbacks.append(callback)
+                return
+        callback()
+
+    def cancel(self) -> None:
+        """Set the cancel flag and wake whatever registered through :meth:`on_cancel`."""
+        with self._cancel_lock:
+            self.cancel_event.set()
+            callbacks, self._cancel_callbacks = self._cancel_callbacks, []
+        for callback in callbacks:
+            callback()
 
     def check_cancelled(self) -> None:
         if self.cancel_event.is_set():
@@ -115,7 +137,7 @@ class JobRunner:
             ctx = self._contexts.get(uuid)
         if ctx is None:
             return False
-        ctx.cancel_event.set()
+        ctx.cancel()
         return True
 
     async def wait(self, uuid: str, timeout: float) -> Job | None:
@@ -140,5 +162,5 @@ class JobRunner:
         with self._lock:
             contexts = list(self._contexts.values())
         for ctx in contexts:
-            ctx.cancel_event.set()
+            ctx.cancel()
         self._pool.shutdown(wait=wait, cancel_futures=True)

@@ -9,6 +9,7 @@ unique.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from swdepot.jobs.model import ACTIVE_STATES, Job, JobKind, JobState, Progress
 from swdepot.jobs.store import SlotTaken
 from swdepot.packages.model import PackageKind
 from swdepot.repository.catalog import DuplicateName, DuplicateVersion, PackageRecord
+from swdepot.software.update import ProfileState
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -56,6 +58,11 @@ CREATE TABLE IF NOT EXISTS packages (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS one_image_per_version ON packages(version)
     WHERE kind = 'image';
+CREATE TABLE IF NOT EXISTS cluster_profile (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    doc TEXT NOT NULL,
+    revision INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS users (
     name TEXT PRIMARY KEY,
     password_hash TEXT NOT NULL,
@@ -276,6 +283,15 @@ class SqliteUserStore:
         ).fetchone()
         return (row["password_hash"], row["role"]) if row else None
 
+    def all(self) -> list[tuple[str, str]]:
+        """(name, role) of every user; hashes stay in the database."""
+        rows = self._db.connection().execute("SELECT name, role FROM users ORDER BY name")
+        return [(row["name"], row["role"]) for row in rows]
+
+    def delete(self, name: str) -> bool:
+        with self._db.transaction() as conn:
+            return conn.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount > 0
+
     def put(self, name: str, password_hash: str, role: str) -> None:
         with self._db.transaction() as conn:
             conn.execute(
@@ -283,3 +299,28 @@ class SqliteUserStore:
                 " DO UPDATE SET password_hash = excluded.password_hash, role = excluded.role",
                 (name, password_hash, role),
             )
+
+
+class SqliteProfileStore:
+    """:class:`swdepot.software.update.ProfileStore` on SQLite: one JSON row and a revision."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def load(self) -> tuple[ProfileState, int]:
+        row = self._db.connection().execute(
+            "SELECT doc, revision FROM cluster_profile WHERE id = 1").fetchone()
+        if row is None:
+            return ProfileState(), 0
+        return ProfileState.from_json(json.loads(row["doc"])), row["revision"]
+
+    def save(self, state: ProfileState, revision: int) -> bool:
+        doc = json.dumps(state.to_json())
+        with self._db.transaction() as conn:
+            if revision == 0:
+                cur = conn.execute("INSERT OR IGNORE INTO cluster_profile (id, doc, revision)"
+                                   " VALUES (1, ?, 1)", (doc,))
+            else:
+                cur = conn.execute("UPDATE cluster_profile SET doc = ?, revision = revision + 1"
+                                   " WHERE id = 1 AND revision = ?", (doc, revision))
+            return cur.rowcount == 1

@@ -170,6 +170,20 @@ class Repository:
                 log.warning("could not delete %s from store %s", key, store.name)
             testpoints.reached("delete.blob_deleted")
 
+    def copies_intact(self, record: PackageRecord) -> dict[str, bool]:
+        """Re-read every node's copy: present, and its sha256 still the recorded one."""
+        return {store.name: _intact(store, record) for store in self.stores}
+
+    def copy_intact(self, record: PackageRecord, node: str) -> bool:
+        """The copy a node installs from: its own store, else the primary one."""
+        store = next((s for s in self.stores if s.name == node), self.stores[0])
+        return _intact(store, record)
+
+    def free_bytes(self) -> int | None:
+        """The smallest room left on any node store (a package needs it on every one)."""
+        known = [free for store in self.stores if (free := store.free_bytes()) is not None]
+        return min(known) if known else None
+
     def images(self) -> list[PackageRecord]:
         return self.catalog.all(PackageKind.IMAGE)
 
@@ -247,3 +261,7 @@ class Repository:
         except OSError as exc:
             log.error("could not repair %s on %s: %s", record.file_name, target.name, exc)
             return False
+
+
+def _intact(store: BlobStore, record: PackageRecord) -> bool:
+    return Repository._copy_problem(store, record) is None

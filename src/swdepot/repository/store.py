@@ -12,6 +12,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,6 +49,9 @@ class BlobStore(Protocol):
 
     def clean_staging(self) -> int:
         """Drop uploads that were never committed (after a crash); returns how many."""
+
+    def free_bytes(self) -> int | None:
+        """Room left for new blobs; None when the store has no practical limit (S3)."""
 
 
 class _LocalUpload:
@@ -129,6 +133,9 @@ class LocalDirStore:
             while block := fh.read(1 << 20):
                 digest.update(block)
         return digest.hexdigest()
+
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.root).free
 
     def clean_staging(self) -> int:
         count = 0

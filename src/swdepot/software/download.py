@@ -14,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from swdepot import testpoints
 from swdepot.errors import (
     DOWNLOAD_FAILED,
     DOWNLOAD_INTERNAL,
@@ -27,19 +26,16 @@ from swdepot.errors import (
 from swdepot.jobs.model import Job, JobKind, JobState
 from swdepot.jobs.runner import JobContext, JobRunner
 from swdepot.jobs.store import JobStore, SlotTaken
-from swdepot.packages.inspect import PackageInspector
-from swdepot.packages.model import ValidationPolicy
 from swdepot.repository.catalog import PackageRecord
-from swdepot.repository.repository import Repository, Staged
+from swdepot.repository.repository import Repository
+from swdepot.software.ingest import PackageIngest
 from swdepot.transfer.engine import TransferEngine
-from swdepot.transfer.sink import PackageSink
 from swdepot.transfer.url import Credentials, DownloadUrl, parse_download_url
 
 log = logging.getLogger(__name__)
 
 DESCRIPTION = "POST /api/cluster/software/download"
 IN_PROGRESS = "Package download in progress"
-PROCESSING = "Package processing in progress"
 ALREADY_RUNNING = "Software get operation already in progress."
 COMPLETED = "Package download completed."
 RESTARTED = ("Package download failed: the download was interrupted because the service "
@@ -88,15 +84,13 @@ class DownloadService:
     """Starts package downloads and answers for their status."""
 
     def __init__(self, *, runner: JobRunner, jobs: JobStore, repository: Repository,
-                 engine: TransferEngine, policy: Callable[[], ValidationPolicy],
-                 max_package_bytes: int, node: str,
+                 ingest: PackageIngest, engine: TransferEngine, node: str,
                  update_in_progress: Callable[[], bool] = lambda: False) -> None:
         self._runner = runner
         self._jobs = jobs
         self._repository = repository
+        self._ingest = ingest
         self._engine = engine
-        self._policy = policy
-        self._max_bytes = max_package_bytes
         self._node = node
         self._update_in_progress = update_in_progress
 
@@ -109,8 +103,7 @@ class DownloadService:
             password if password is not None else embedded.password,
         )
         if self._update_in_progress():
-            raise Conflict(UPDATE_IN_PROGRESS, "Cannot perform an update when a previous "
-                           "update is still in progress.")
+            raise update_running()
         if self._jobs.active(JobKind.DOWNLOAD) is not None:
             raise already_running()
         self._repository.check_name_free(url.file_name)
@@ -125,26 +118,9 @@ class DownloadService:
 
     def _run(self, ctx: JobContext, url: DownloadUrl, credentials: Credentials) -> str:
         """The job body: transfer, inspect and publish in one pass over the bytes."""
-        policy = self._policy()
-        sink = PackageSink(lambda: self._repository.stage().uploads,
-                           lambda: PackageInspector(url.file_name, policy), self._max_bytes)
-        try:
-            self._engine.fetch(url, credentials, sink, _JobControl(ctx))
-            ctx.report(PROCESSING, bytes_done=sink.bytes_written,
-                       bytes_total=sink.bytes_written, force=True)
-            testpoints.reached("download.transferred")
-            sink.finish()
-            info = sink.inspector.finish()
-        except BaseException:
-            sink.abort()
-            raise
-        staged = Staged(list(sink.uploads))
-        try:
-            record = self._repository.publish(staged, info, sink.sha256, sink.bytes_written)
-        except BaseException:
-            staged.abort()
-            raise
-        testpoints.reached("download.published")
+        record = self._ingest.receive(
+            ctx, url.file_name,
+            lambda sink: self._engine.fetch(url, credentials, sink, _JobControl(ctx)))
         log.info("downloaded %s (%s %s, %d bytes, sha256 %s)", url.url, record.kind,
                  record.version, record.size, record.sha256)
         return "success"
@@ -192,6 +168,12 @@ class DownloadService:
         if job.state is JobState.FAILURE:
             return DownloadStatus("failure", job.message, job.code, **extra)
         return DownloadStatus("running", IN_PROGRESS, DOWNLOAD_RUNNING, **extra)
+
+
+def update_running() -> OntapError:
+    """No package may arrive while the cluster is being updated (ONTAP's 10551357)."""
+    return Conflict(UPDATE_IN_PROGRESS, "Cannot perform an update when a previous update is "
+                    "still in progress.")
 
 
 def already_running() -> OntapError:

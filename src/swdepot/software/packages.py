@@ -7,6 +7,7 @@ files are stored too but are not listed here.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from swdepot.errors import (
     INTERNAL_ERROR,
@@ -22,7 +23,7 @@ from swdepot.jobs.store import JobStore
 from swdepot.repository.catalog import PackageRecord
 from swdepot.repository.repository import Repository
 
-RESOURCE_IN_USE = 8
+DELETE_DURING_UPDATE = 10551347
 DELETE_RESTARTED = ("The package delete was interrupted because the service restarted; the "
                     "package is unchanged. Delete it again.")
 
@@ -31,12 +32,12 @@ class PackageService:
     """Lists, reads and deletes packages; deletion runs as a job."""
 
     def __init__(self, *, runner: JobRunner, jobs: JobStore, repository: Repository, node: str,
-                 running_version: str) -> None:
+                 in_use: Callable[[str], bool] = lambda version: False) -> None:
         self._runner = runner
         self._jobs = jobs
         self._repository = repository
         self._node = node
-        self._running_version = running_version
+        self._in_use = in_use
 
     def list(self) -> list[PackageRecord]:
         return self._repository.images()
@@ -57,10 +58,9 @@ class PackageService:
             raise NotFound(PACKAGE_NOT_IN_REPOSITORY,
                            "The required package could not be found in the repository.",
                            target="version")
-        if version == self._running_version:
-            raise Conflict(RESOURCE_IN_USE, f'Package "{version}" cannot be deleted because it '
-                           "is the version the cluster is running.", target="version",
-                           status=409)
+        if self._in_use(version):
+            raise Conflict(DELETE_DURING_UPDATE, "Package delete failed since an update is in "
+                           f'progress (the update installs "{version}").', target="version")
         job = Job.new(JobKind.DELETE_PACKAGE, f"DELETE /api/cluster/software/packages/{version}",
                       node=self._node, target=version)
         self._runner.start(job, lambda ctx: self._run(ctx, record))

@@ -1,58 +1,325 @@
 """The cluster's identity and software profile (``/api/cluster``, ``/api/cluster/software``).
 
 Every Ansible module reads ``GET /api/cluster?fields=version`` first, and
-``na_ontap_software_update`` reads the nodes' versions; both come from the
-configured :class:`~swdepot.config.ClusterIdentity`.
+``na_ontap_software_update`` reads the nodes' versions. The nodes start at the configured
+:class:`~swdepot.config.ClusterIdentity` version; a completed update moves them on, and
+from then on the stored versions win over the configuration.
+
+``PATCH /api/cluster/software`` validates a package, starts a rolling update
+(:mod:`swdepot.software.update`) or pauses, resumes or cancels it. Each runs as a job, as
+in ONTAP; what can be refused without work is refused before the job starts.
 """
 
 from __future__ import annotations
 
-import re
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from swdepot.config import ClusterIdentity
+from swdepot.errors import (
+    PACKAGE_NOT_IN_REPOSITORY,
+    REPOSITORY_EMPTY,
+    UPDATE_IN_PROGRESS,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    OntapError,
+)
+from swdepot.jobs.model import Job, JobKind, iso
+from swdepot.jobs.runner import JobContext, JobRunner
+from swdepot.repository.catalog import PackageRecord
+from swdepot.repository.repository import Repository
+from swdepot.software.update import (
+    Pace,
+    ProfileState,
+    ProfileStore,
+    Step,
+    StepFailed,
+    StepOutcome,
+    Update,
+    UpdateState,
+    ValidationResult,
+    advance,
+    cancel_now,
+    plan,
+    resume,
+    status_details,
+    update_details,
+    version_key,
+)
 
-_VERSION = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?")
+log = logging.getLogger(__name__)
+
+DESCRIPTION = "PATCH /api/cluster/software"
+VERSION_MISSING = 10551872
+ALREADY_AT_VERSION = 10551897
+INVALID_VALUE = 262185
+SAVE_ATTEMPTS = 20
 
 
 def version_parts(version: str) -> dict[str, Any]:
     """``9.16.1P3`` → generation 9, major 16, minor 1 (ONTAP's naming of the parts)."""
-    match = _VERSION.match(version)
-    if not match:
+    generation, major, minor, _, _ = version_key(version)
+    if generation == 0:
         raise ValueError(f"not an ONTAP version: {version!r}")
-    generation, major, minor = match.groups()
-    return {"generation": int(generation), "major": int(major), "minor": int(minor or 0)}
+    return {"generation": generation, "major": major, "minor": minor}
 
 
 class ClusterProfile:
-    """Read-only view of the cluster for the API; the update engine comes later."""
+    """Node versions, validation and the rolling update, over a :class:`ProfileStore`."""
 
-    def __init__(self, identity: ClusterIdentity) -> None:
-        self.identity = identity
+    def __init__(self, identity: ClusterIdentity, store: ProfileStore, *,
+                 repository: Repository, runner: JobRunner, pace: Pace,
+                 clock: Callable[[], float] = time.time) -> None:
         version_parts(identity.version)  # refuse a malformed configured version at start-up
+        self.identity = identity
+        self._store = store
+        self._repository = repository
+        self._runner = runner
+        self._pace = pace
+        self._clock = clock
+
+    # --- reading ------------------------------------------------------------------------
+
+    def _state(self) -> ProfileState:
+        return self._store.load()[0]
+
+    def node_versions(self, state: ProfileState | None = None) -> dict[str, str]:
+        state = state or self._state()
+        return {n: state.node_versions.get(n, self.identity.version) for n in self.identity.nodes}
 
     @property
     def version(self) -> str:
-        return self.identity.version
+        """The cluster's effective version: the lowest any node runs (as during an update)."""
+        return min(self.node_versions().values(), key=version_key)
 
     def update_in_progress(self) -> bool:
-        return False
+        update = self._state().update
+        return update is not None and update.state.active
+
+    def package_in_use(self, version: str) -> bool:
+        """The package an unfinished update installs must stay in the repository."""
+        update = self._state().update
+        return update is not None and update.state.active and update.version == version
 
     def cluster(self) -> dict[str, Any]:
         ident = self.identity
+        version = self.version
         return {
             "name": ident.name,
             "uuid": ident.uuid,
-            "version": {"full": f"NetApp Release {ident.version}: swdepot",
-                        **version_parts(ident.version)},
+            "version": {"full": f"NetApp Release {version}: swdepot", **version_parts(version)},
             "_links": {"self": {"href": "/api/cluster"}},
         }
 
     def software(self) -> dict[str, Any]:
-        ident = self.identity
-        return {
-            "version": ident.version,
+        state = self._state()
+        versions = self.node_versions(state)
+        body: dict[str, Any] = {
+            "version": min(versions.values(), key=version_key),
             "state": "completed",
-            "nodes": [{"name": n, "version": ident.version} for n in ident.nodes],
-            "_links": {"self": {"href": "/api/cluster/software"}},
+            "nodes": [{"name": n, "version": v} for n, v in versions.items()],
         }
+        update = state.update
+        now = self._clock()
+        if update is not None:
+            body["state"] = str(update.state)
+            if update.state.active:
+                body["pending_version"] = update.version
+            body["start_time"] = iso(update.start_time)
+            if update.end_time is not None:
+                body["end_time"] = iso(update.end_time)
+            body["elapsed_duration"] = round((update.end_time or now) - update.start_time)
+            body["estimated_duration"] = round(sum(s.seconds for s in update.steps))
+            body["update_details"] = update_details(update, now)
+            body["status_details"] = status_details(update)
+        if state.validation_results is not None:
+            body["validation_results"] = [r.to_ontap() for r in state.validation_results]
+        body["_links"] = {"self": {"href": "/api/cluster/software"}}
+        return body
+
+    # --- PATCH: validate, update, act ---------------------------------------------------
+
+    def validate(self, version: str | None) -> Job:
+        """``validate_only=true``: run the pre-update checks in a job, keep the results."""
+        record = self._package(version)
+        nodes = tuple(self.identity.nodes)
+        return self._start_job(lambda ctx: self._validate(record, nodes))
+
+    def _validate(self, record: PackageRecord, nodes: Sequence[str]) -> str:
+        results = self.checks(record, nodes, self.node_versions())
+        self._save(lambda state: replace(state, validation_results=results))
+        return "success"
+
+    def start_update(self, version: str | None, *, skip_warnings: bool,
+                     nodes_to_update: Sequence[str] | None, stabilize_minutes: int) -> Job:
+        """Refuse what is refused at once, then record the update in a job."""
+        if self.update_in_progress():
+            raise Conflict(UPDATE_IN_PROGRESS, "Cannot perform an update when a previous "
+                           "update is still in progress.")
+        record = self._package(version)
+        nodes = tuple(nodes_to_update or self.identity.nodes)
+        unknown = [n for n in nodes if n not in self.identity.nodes]
+        if unknown:
+            raise InvalidInput(INVALID_VALUE, f'Node "{unknown[0]}" is not a node of this '
+                               "cluster.", target="nodes_to_update")
+        versions = self.node_versions()
+        nodes = tuple(n for n in nodes if versions[n] != record.version)
+        if not nodes:
+            raise Conflict(ALREADY_AT_VERSION, f'All nodes are already running version '
+                           f'"{record.version}".', target="version")
+        update = Update(version=record.version, state=UpdateState.IN_PROGRESS,
+                        steps=plan(nodes, self._pace, stabilize_minutes), nodes=nodes,
+                        skip_warnings=skip_warnings, stabilize_minutes=stabilize_minutes,
+                        start_time=self._clock())
+        return self._start_job(lambda ctx: self._begin(update))
+
+    def _begin(self, update: Update) -> str:
+        def begin(state: ProfileState) -> ProfileState:
+            if state.update is not None and state.update.state.active:
+                raise Conflict(UPDATE_IN_PROGRESS, "Cannot perform an update when a previous "
+                               "update is still in progress.")
+            first = replace(update.steps[0], state="in_progress", start_time=self._clock())
+            return replace(state, update=replace(update, start_time=self._clock())
+                           .with_step(first))
+
+        self._save(begin)
+        log.info("software update to %s started on %s", update.version, ", ".join(update.nodes))
+        return "success"
+
+    def act(self, action: str) -> Job:
+        """``action=pause|resume|cancel`` on the running update."""
+        self._apply_action(self._state(), action)  # refuse now what would be refused later
+        return self._start_job(lambda ctx: self._act(action))
+
+    def _act(self, action: str) -> str:
+        self._save(lambda state: self._apply_action(state, action))
+        return "success"
+
+    def _apply_action(self, state: ProfileState, action: str) -> ProfileState:
+        update = state.update
+        if update is None or not update.state.active:
+            raise Conflict(INVALID_VALUE, f'The "{action}" action is not valid: no software '
+                           "update is in progress.", target="action")
+        now = self._clock()
+        paused = update.state in (UpdateState.PAUSED_BY_USER, UpdateState.PAUSED_ON_ERROR)
+        if action == "pause" and update.state is UpdateState.IN_PROGRESS:
+            update = replace(update, state=UpdateState.PAUSE_PENDING,
+                             message="Pause requested; the current step finishes first")
+        elif action == "resume" and paused:
+            update = resume(update, now)
+        elif action == "cancel" and paused:
+            update = cancel_now(update, now)
+        elif action == "cancel" and update.state.moving:
+            update = replace(update, state=UpdateState.CANCEL_PENDING,
+                             message="Cancel requested; the current step finishes first")
+        else:
+            raise Conflict(INVALID_VALUE, f'The "{action}" action is not valid while the '
+                           f'update is "{update.state}".', target="action")
+        return replace(state, update=update)
+
+    # --- the engine ---------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Advance a running update to now (called by every process's housekeeping).
+
+        Saves with the revision it loaded: when another process advanced it first, this
+        attempt is dropped and the next tick starts from the newer state.
+        """
+        state, revision = self._store.load()
+        if state.update is None or not state.update.state.moving:
+            return
+        advanced = advance(state, self._clock(), self._step_work)
+        if advanced != state and not self._store.save(advanced, revision):
+            log.debug("update tick lost a race; retrying on the next tick")
+
+    def _step_work(self, update: Update, step: Step, state: ProfileState) -> StepOutcome:
+        record = self._repository.catalog.by_version(update.version)
+        if record is None:
+            raise StepFailed(f'Package "{update.version}" is no longer in the repository.')
+        if step.name == "initialize":
+            return self._pre_update_checks(update, record, state)
+        if step.name == "do-download-job":
+            if not self._repository.copy_intact(record, step.node):
+                raise StepFailed(f'The copy of package "{record.version}" for node '
+                                 f'"{step.node}" is missing or corrupt.')
+            return StepOutcome("Software image downloaded and verified.")
+        if step.name == "do-install-job":
+            return StepOutcome(f"Software image {record.version} installed.")
+        if step.name == "do-takeover-reboot-giveback":
+            return StepOutcome(f"Node rebooted into {record.version}; giveback complete.")
+        if step.name == "stabilize":
+            return StepOutcome("Node is stable.")
+        behind = [n for n in update.nodes if state.node_versions.get(n) != update.version]
+        if behind:
+            raise StepFailed(f"Nodes not at {update.version}: {', '.join(behind)}.")
+        return StepOutcome("Image update complete")
+
+    def _pre_update_checks(self, update: Update, record: PackageRecord,
+                           state: ProfileState) -> StepOutcome:
+        results = self.checks(record, update.nodes, self.node_versions(state))
+        if any(r.status == "error" for r in results):
+            raise StepFailed("Pre-update checks failed; see validation_results.", fatal=True,
+                             validation_results=results)
+        if results and not update.skip_warnings:
+            raise StepFailed("Pre-update checks reported warnings; resume the update to "
+                             "continue anyway, or cancel it.", validation_results=results)
+        return StepOutcome("Pre-update checks complete.", results)
+
+    def checks(self, record: PackageRecord, nodes: Sequence[str],
+               versions: dict[str, str]) -> tuple[ValidationResult, ...]:
+        """The pre-update checks that mean something here; they read every stored copy."""
+        results = []
+        bad = [name for name, intact in self._repository.copies_intact(record).items()
+               if not intact]
+        if bad:
+            results.append(ValidationResult(
+                "Package integrity", "error",
+                f'The copy of package "{record.version}" on {", ".join(bad)} is missing or '
+                "does not match its sha256.",
+                "Delete the package and download it again."))
+        older = [n for n in nodes if version_key(record.version) < version_key(versions[n])]
+        if older:
+            results.append(ValidationResult(
+                "Version compatibility", "error",
+                f'Nodes {", ".join(older)} run a later version than "{record.version}"; an '
+                "update cannot go back.",
+                "Choose a package newer than the version the nodes run."))
+        if record.signer is None:
+            results.append(ValidationResult(
+                "Package signature", "warning",
+                f'Package "{record.version}" is not signed by a trusted key.',
+                "Use a signed package, or skip this warning if the source is trusted."))
+        return tuple(results)
+
+    # --- helpers ------------------------------------------------------------------------
+
+    def _package(self, version: str | None) -> PackageRecord:
+        if not version:
+            raise InvalidInput(VERSION_MISSING, 'Missing value for required field "version".',
+                               target="version")
+        if not self._repository.images():
+            raise NotFound(REPOSITORY_EMPTY, "Failed to find the package in the package "
+                           "repository.", target="version")
+        record = self._repository.catalog.by_version(version)
+        if record is None:
+            raise NotFound(PACKAGE_NOT_IN_REPOSITORY, "The required package version is not "
+                           "present in the repository.", target="version")
+        return record
+
+    def _start_job(self, work: Callable[[JobContext], str]) -> Job:
+        job = Job.new(JobKind.SOFTWARE, DESCRIPTION, node=self.identity.nodes[0])
+        self._runner.start(job, work)
+        return job
+
+    def _save(self, change: Callable[[ProfileState], ProfileState]) -> None:
+        """Load, change, compare-and-set; retried when another process saved in between."""
+        for _ in range(SAVE_ATTEMPTS):
+            state, revision = self._store.load()
+            if self._store.save(change(state), revision):
+                return
+        raise OntapError(UPDATE_IN_PROGRESS, "The software profile is changing too often; "
+                         "retry the operation.")

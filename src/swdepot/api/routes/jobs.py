@@ -7,8 +7,16 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from swdepot.api import schemas
+from swdepot.api.http import principal, query_pairs, refuse_body, respond
 from swdepot.api.routes.common import collection, instance, service_of
-from swdepot.errors import entry_not_found
+from swdepot.errors import (
+    MISSING_REQUIRED,
+    UNEXPECTED_ARGUMENT,
+    InvalidInput,
+    entry_not_found,
+    invalid_field_value,
+)
+from swdepot.jobs.model import Job
 
 
 async def list_jobs(request: Request) -> Response:
@@ -17,15 +25,44 @@ async def list_jobs(request: Request) -> Response:
     return collection(request, [j.to_ontap() for j in jobs], schemas.JOB, "/api/cluster/jobs")
 
 
-async def get_job(request: Request) -> Response:
+def _visible_job(request: Request) -> Job | None:
+    """The job, unless it is unknown or ended longer ago than the retention period."""
     service = service_of(request)
     job = service.jobs.get(request.path_params["uuid"])
     if job is None or (job.end_time is not None and job.end_time < service.job_visible_after()):
+        return None
+    return job
+
+
+async def get_job(request: Request) -> Response:
+    job = _visible_job(request)
+    if job is None:
         raise entry_not_found("uuid")
     return instance(request, job.to_ontap(), schemas.JOB)
+
+
+async def patch_job(request: Request) -> Response:
+    """``?action=cancel|pause|resume``; 200 with an empty object, as ONTAP."""
+    principal(request).require_write()
+    action = None
+    for name, value in query_pairs(request):
+        if name == "action":
+            action = value
+        elif name not in ("return_timeout", "return_records"):
+            raise InvalidInput(UNEXPECTED_ARGUMENT, f'Unexpected argument "{name}".',
+                               target=name)
+    if action is None:
+        raise InvalidInput(MISSING_REQUIRED, 'Missing value for required field "action".',
+                           target="action")
+    if action not in ("cancel", "pause", "resume"):
+        raise invalid_field_value("action", action, "<pause|resume|cancel>")
+    await refuse_body(request)
+    service_of(request).job_control.act(_visible_job(request), action)
+    return respond(request, {})
 
 
 ROUTES = [
     Route("/api/cluster/jobs", list_jobs, methods=["GET"]),
     Route("/api/cluster/jobs/{uuid}", get_job, methods=["GET"]),
+    Route("/api/cluster/jobs/{uuid}", patch_job, methods=["PATCH"]),
 ]

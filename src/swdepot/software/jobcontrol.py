@@ -1,0 +1,55 @@
+"""``PATCH /api/cluster/jobs/{uuid}?action=…``: what a client may do to a running job.
+
+Only package transfers (downloads and uploads) can be canceled: the transfer stops
+and its staged data is removed, and the job ends as ``failure`` (ONTAP: "after a
+successful cancel request the job state changes to either success or failure").
+No job here can be paused, so ``pause`` is 458783 and ``resume`` 458776.
+"""
+
+from __future__ import annotations
+
+from swdepot.errors import (
+    JOB_NOT_RUNNING,
+    JOB_PAUSE_UNSUPPORTED,
+    JOB_TERMINAL,
+    Conflict,
+    entry_not_found,
+)
+from swdepot.jobs.model import Job, JobKind, JobState
+from swdepot.jobs.runner import JobRunner
+from swdepot.jobs.store import JobStore
+
+JOB_CANCEL_UNSUPPORTED = 458784
+CANCELABLE = (JobKind.DOWNLOAD, JobKind.UPLOAD)
+
+
+class JobControl:
+    """Applies ``cancel``/``pause``/``resume`` to a job, with ONTAP's refusals."""
+
+    def __init__(self, jobs: JobStore, runner: JobRunner) -> None:
+        self._jobs = jobs
+        self._runner = runner
+
+    def act(self, job: Job | None, action: str) -> None:
+        if job is None:
+            raise entry_not_found("uuid")
+        if job.state.terminal:
+            raise Conflict(JOB_TERMINAL, "Job is already in a terminal state.", target="uuid")
+        if action == "pause":
+            raise Conflict(JOB_PAUSE_UNSUPPORTED, "This job does not support pause.",
+                           target="action")
+        if action == "resume":
+            raise Conflict(JOB_NOT_RUNNING, "The specified job is not currently paused.",
+                           target="action")
+        if job.kind not in CANCELABLE or job.state is JobState.PAUSED:
+            raise Conflict(JOB_CANCEL_UNSUPPORTED, "This job does not support cancel.",
+                           target="action")
+        if not self._runner.cancel(job.uuid):
+            # [decision] jobs run in the process that started them; a job this process
+            # does not run has just ended, or belongs to another node
+            latest = self._jobs.get(job.uuid)
+            if latest is not None and latest.state.terminal:
+                raise Conflict(JOB_TERMINAL, "Job is already in a terminal state.",
+                               target="uuid")
+            raise Conflict(JOB_CANCEL_UNSUPPORTED, "This job runs in another swdepot process "
+                           "and cannot be canceled from here.", target="action")

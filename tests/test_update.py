@@ -1,0 +1,186 @@
+"""GET/PATCH /api/cluster/software: validation, the rolling update, pause/resume/cancel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pkgfactory import make_package
+
+SOFTWARE = "/api/cluster/software"
+NODES = ["swdepot-01", "swdepot-02"]
+
+
+@pytest.fixture
+def loaded(api, content_dir, http_server_noauth):
+    """A repository holding 9.17.1 (unsigned) for a cluster running 9.16.1."""
+    def load(version: str = "9.17.1") -> str:
+        name = f"{version}.tgz"
+        make_package(content_dir, name, version, size=4096)
+        assert api.download(http_server_noauth.url(name))["state"] == "success"
+        return version
+    return load
+
+
+def patch(api, query: str = "", **body):
+    response = api.patch(SOFTWARE + query, json=body)
+    assert response.status_code == 202, response.text
+    return api.wait_job(response.json()["job"]["uuid"])
+
+
+def node_versions(api) -> dict[str, str]:
+    return {n["name"]: n["version"] for n in api.get(SOFTWARE).json()["nodes"]}
+
+
+def test_validate_only_fills_validation_results(api, loaded):
+    loaded()
+    assert "validation_results" not in api.get(SOFTWARE).json()
+    job = patch(api, "?validate_only=true", version="9.17.1")
+    assert job["state"] == "success" and job["description"] == "PATCH /api/cluster/software"
+    results = api.get(SOFTWARE + "?fields=validation_results").json()["validation_results"]
+    assert [(r["update_check"], r["status"]) for r in results] == [("Package signature",
+                                                                    "warning")]
+    assert results[0]["issue"]["message"] and results[0]["action"]["message"]
+    assert api.get(SOFTWARE).json()["state"] == "completed"  # nothing was started
+
+
+def test_refusals_before_any_job(api, loaded):
+    def error(query: str = "", **body) -> tuple[int, str]:
+        response = api.patch(SOFTWARE + query, json=body)
+        return response.status_code, response.json()["error"]["code"]
+
+    assert error(version="9.17.1") == (404, "10551315")  # empty repository
+    loaded()
+    assert error() == (400, "10551872")
+    assert error(version="9.99.1") == (404, "10551325")
+    assert error("?skip_warnings=maybe", version="9.17.1")[1] == "262197"
+    assert error("?stabilize_minutes=0", version="9.17.1")[1] == "262197"
+    assert error("?nodes_to_update=nosuchnode", version="9.17.1")[1] == "262185"
+    assert error("?action=pause")[1] == "262185"  # no update to pause
+    assert error("?action=explode")[1] == "262197"
+    assert error(state="completed", version="9.17.1")[1] == "262196"
+
+
+def test_full_update_moves_every_node_and_the_cluster_version(api, loaded, http_server_noauth,
+                                                             content_dir):
+    loaded()
+    job = patch(api, "?skip_warnings=True", version="9.17.1")  # Python-style boolean
+    assert job["state"] == "success"
+    running = api.get(SOFTWARE).json()
+    if running["state"] == "in_progress":
+        assert running["pending_version"] == "9.17.1"
+    done = api.wait_software("completed", "failed", "paused_on_error")
+    assert done["state"] == "completed", done
+    assert "pending_version" not in done
+    assert node_versions(api) == {n: "9.17.1" for n in NODES}
+    assert api.get("/api/cluster?fields=version").json()["version"]["major"] == 17
+    phases = {(d["phase"], d["node"]["name"], d["state"]) for d in done["update_details"]}
+    assert ("Data ONTAP updates", "swdepot-02", "completed") in phases
+    assert ("Pre-update checks", "swdepot-01", "completed") in phases
+    names = [s["name"] for s in done["status_details"]]
+    assert names.count("do-download-job") == 2 and names[-1] == "post-update-checks"
+    assert all(s["state"] == "completed" for s in done["status_details"])
+    # the package of the version now running may be deleted (Ansible does that next)
+    response = api.delete("/api/cluster/software/packages/9.17.1")
+    assert api.wait_job(response.json()["job"]["uuid"])["state"] == "success"
+    # and the same version again is refused: every node already runs it
+    loaded()
+    response = api.patch(SOFTWARE, json={"version": "9.17.1"})
+    assert response.json()["error"]["code"] == "10551897"
+
+
+def test_warnings_pause_on_error_until_resumed(api, loaded):
+    loaded()
+    patch(api, version="9.17.1")
+    paused = api.wait_software("paused_on_error", "completed")
+    assert paused["state"] == "paused_on_error"
+    assert paused["validation_results"][0]["update_check"] == "Package signature"
+    failed = [s for s in paused["status_details"] if s["state"] == "failed"]
+    assert failed[0]["name"] == "initialize" and "warnings" in failed[0]["issue"]["message"]
+    assert node_versions(api) == {n: "9.16.1" for n in NODES}
+    patch(api, "?action=resume", version="9.17.1")
+    assert api.wait_software("completed", "paused_on_error", "failed")["state"] == "completed"
+
+
+def test_update_blocks_downloads_and_deleting_its_package(settings, start_service,
+                                                          http_server_noauth, content_dir):
+    svc = start_service(settings, update_step_seconds=0.5, update_minute_seconds=0.5)
+    api = svc.api
+    make_package(content_dir, "9.17.1.tgz", "9.17.1", size=4096)
+    make_package(content_dir, "other.tgz", "9.18.1", size=4096)
+    assert api.download(http_server_noauth.url("9.17.1.tgz"))["state"] == "success"
+    patch(api, "?skip_warnings=true", version="9.17.1")
+    response = api.post("/api/cluster/software/download",
+                        json={"url": http_server_noauth.url("other.tgz")})
+    assert response.json()["error"]["code"] == "10551357"
+    response = api.delete("/api/cluster/software/packages/9.17.1")
+    assert response.json()["error"]["code"] == "10551347"
+    response = api.patch(SOFTWARE + "?skip_warnings=true", json={"version": "9.17.1"})
+    assert response.json()["error"]["code"] == "10551357"
+    patch(api, "?action=cancel")
+    assert api.wait_software("canceled")["state"] == "canceled"
+    # after the cancel the repository is free again
+    assert api.download(http_server_noauth.url("other.tgz"))["state"] == "success"
+
+
+def test_pause_resume_and_cancel(settings, start_service, http_server_noauth, content_dir):
+    svc = start_service(settings, update_step_seconds=0.3, update_minute_seconds=0.01)
+    api = svc.api
+    make_package(content_dir, "9.17.1.tgz", "9.17.1", size=4096)
+    api.download(http_server_noauth.url("9.17.1.tgz"))
+    patch(api, "?skip_warnings=true&stabilize_minutes=1", version="9.17.1")
+    patch(api, "?action=pause")
+    paused = api.wait_software("paused_by_user")
+    assert paused["pending_version"] == "9.17.1"
+    again = api.patch(SOFTWARE + "?action=pause")  # pausing twice is refused
+    assert again.status_code == 400 and again.json()["error"]["code"] == "262185"
+    patch(api, "?action=resume")
+    patch(api, "?action=cancel")
+    canceled = api.wait_software("canceled")
+    assert "pending_version" not in canceled and canceled["end_time"]
+    response = api.patch(SOFTWARE + "?action=resume")
+    assert response.json()["error"]["code"] == "262185"
+
+
+def test_nodes_to_update_limits_the_update(api, loaded):
+    loaded()
+    patch(api, "?skip_warnings=true&nodes_to_update=swdepot-02", version="9.17.1")
+    assert api.wait_software("completed", "failed")["state"] == "completed"
+    assert node_versions(api) == {"swdepot-01": "9.16.1", "swdepot-02": "9.17.1"}
+    # the cluster's version is the lowest its nodes run
+    assert api.get("/api/cluster").json()["version"]["major"] == 16
+
+
+def test_corrupt_copy_pauses_the_update_on_error(api, loaded, swdepot):
+    loaded()
+    copy = next(Path(swdepot.settings.store_roots[1]).rglob("*.tgz"))
+    copy.write_bytes(b"bit rot")
+    patch(api, "?skip_warnings=true", version="9.17.1")
+    failed = api.wait_software("failed", "completed")
+    assert failed["state"] == "failed"
+    integrity = [r for r in failed["validation_results"] if r["status"] == "error"]
+    assert integrity[0]["update_check"] == "Package integrity"
+    assert "swdepot-02" in integrity[0]["issue"]["message"]
+
+
+def test_downgrade_fails_validation(api, loaded):
+    loaded("9.15.1")
+    patch(api, "?skip_warnings=true", version="9.15.1")
+    failed = api.wait_software("failed", "completed")
+    assert failed["state"] == "failed"
+    assert any(r["update_check"] == "Version compatibility" for r in failed["validation_results"])
+
+
+def test_update_state_survives_a_restart(settings, start_service, http_server_noauth,
+                                         content_dir):
+    first = start_service(settings, update_step_seconds=0.3)
+    make_package(content_dir, "9.17.1.tgz", "9.17.1", size=4096)
+    first.api.download(http_server_noauth.url("9.17.1.tgz"))
+    patch(first.api, "?skip_warnings=true", version="9.17.1")
+    assert first.api.get(SOFTWARE).json()["state"] == "in_progress"
+    first.stop()
+    second = start_service(settings, update_step_seconds=0.02)
+    done = second.api.wait_software("completed", "failed")
+    assert done["state"] == "completed"
+    assert node_versions(second.api) == {n: "9.17.1" for n in NODES}
