@@ -98,3 +98,16 @@ def test_malformed_headers_are_401(store: CountingStore) -> None:
         with pytest.raises(Unauthorized):
             auth.authenticate(value)
     assert store.lookups == 0
+
+
+def test_cached_answers_only_for_recently_verified_credentials(store: CountingStore) -> None:
+    auth = Authenticator(store)
+    right, wrong = header("admin", "right"), header("admin", "wrong")
+    assert auth.cached(right) is None  # never verified: the caller must take the slow path
+    assert auth.authenticate(right).name == "admin"
+    lookups = store.lookups
+    assert auth.cached(right) is not None and auth.cached(right).name == "admin"
+    assert auth.cached(wrong) is None and auth.cached("Basic !!!") is None
+    assert store.lookups == lookups  # the fast path never touches the store
+    auth.forget()
+    assert auth.cached(right) is None

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -199,12 +200,17 @@ class AuthMiddleware:
 
 
 async def _authenticate(authenticator: Authenticator, request: Request) -> Principal:
-    """Check credentials; a cache miss costs one slow hash, so it runs off the event loop."""
-    from starlette.concurrency import run_in_threadpool
+    """Check credentials: cached ones on the loop (microseconds), others in a thread.
 
+    A cache miss costs one slow hash, so only that goes to the thread pool; polling
+    clients, whose credentials were verified on their first request, never leave the loop.
+    """
+    header = request.headers.get("authorization")
+    known = authenticator.cached(header)
+    if known is not None:
+        return known
     client = request.client.host if request.client is not None else None
-    return await run_in_threadpool(authenticator.authenticate,
-                                   request.headers.get("authorization"), client)
+    return await run_in_threadpool(authenticator.authenticate, header, client)
 
 
 def principal(request: Request) -> Principal:
