@@ -295,6 +295,12 @@ def test_build_is_deterministic_and_manifest_comes_first(tmp_path: Path) -> None
     assert owners == {(0, 0, newest)}
 
 
+def test_build_creates_the_output_directory(tmp_path: Path) -> None:
+    source = source_tree(tmp_path / "src")
+    out = build_package(source, tmp_path / "new" / "dir" / "p.tgz", version="1.0")
+    assert out.is_file() and inspect_file(out, "p.tgz", ValidationPolicy()).version == "1.0"
+
+
 def test_build_refuses_symlinks_and_reserved_names(tmp_path: Path) -> None:
     source = source_tree(tmp_path / "src")
     (source / "link").symlink_to(source / "README")

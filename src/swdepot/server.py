@@ -25,7 +25,9 @@ def run(settings: Settings, *, log_level: str = "info") -> None:
         config = uvicorn.Config(
             create_app(service), host=settings.host, port=settings.port,
             log_level=log_level, access_log=False, lifespan="on", log_config=None,
-            loop="uvloop", http="httptools", server_header=False, **ssl_args,
+            loop="uvloop", http="httptools", server_header=False,
+            # Clients keep connections open; do not let them hold a shutdown up for ever.
+            timeout_graceful_shutdown=5, **ssl_args,
         )
         config.load()  # builds the SSL context, which is then tightened before serving
         if config.ssl is not None:

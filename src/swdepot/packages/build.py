@@ -147,6 +147,7 @@ def _write_atomically(
     entries: dict[str, FileEntry],
 ) -> None:
     """Write to a temporary file next to ``output`` and rename, so no half package is seen."""
+    output.parent.mkdir(parents=True, exist_ok=True)
     handle, temp_name = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.")
     try:
         with (
