@@ -44,6 +44,8 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE UNIQUE INDEX IF NOT EXISTS one_active_exclusive_job ON jobs(kind)
     WHERE exclusive = 1 AND state IN ('queued', 'running', 'paused');
 CREATE INDEX IF NOT EXISTS jobs_by_end ON jobs(end_time);
+-- latest()/active() run on every GET /cluster/software/download: an index, not a sort
+CREATE INDEX IF NOT EXISTS jobs_by_kind_created ON jobs(kind, created_at);
 CREATE TABLE IF NOT EXISTS packages (
     id TEXT PRIMARY KEY,
     version TEXT NOT NULL,
