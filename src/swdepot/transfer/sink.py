@@ -27,6 +27,7 @@ from swdepot.repository.repository import placement_failed
 from swdepot.repository.store import Upload
 
 QUEUE_DEPTH = 8
+BLOCK_SIZE = 1 << 20
 _DONE = b""
 
 
@@ -60,6 +61,7 @@ class _CopyThread:
         self.digest = hashlib.sha256()
         self.error: OntapError | None = None
         self._stop = threading.Event()
+        self._closed = False
         self._thread = threading.Thread(target=self._run, name="swdepot-copy", daemon=True)
         self._thread.start()
 
@@ -78,13 +80,22 @@ class _CopyThread:
                 for upload in self._uploads:
                     upload.write(chunk)
                 self.digest.update(chunk)
+            if not self._stop.is_set():
+                for upload in self._uploads:
+                    upload.flush()
         except OSError as exc:
             self.error = _write_failed(exc)
             self._stop.set()
 
+    def close(self) -> None:
+        """No more chunks: the thread writes what is queued, flushes and ends."""
+        if not self._closed:
+            self._closed = True
+            self.put(_DONE)
+
     def finish(self) -> None:
-        """Wait until every queued chunk is written; re-raise a write failure."""
-        self.put(_DONE)
+        """Wait until every queued chunk is written and flushed; re-raise a failure."""
+        self.close()
         self._thread.join()
         if self.error is not None:
             raise self.error
@@ -124,22 +135,48 @@ class PackageSink:
             raise ValueError("a sink needs at least one upload")
         self.inspector: Inspector = self._new_inspector()
         self._copies = _CopyThread(self.uploads[1:])
+        self._block = bytearray(BLOCK_SIZE)  # reused: filled, copied out once, refilled
+        self._filled = 0
         self.bytes_written = 0
 
     def write(self, chunk: bytes) -> None:
-        """Append a chunk everywhere; ``bytes_written`` counts what every copy will hold."""
+        """Accept a chunk; ``bytes_written`` counts what every copy will hold.
+
+        libcurl hands over whatever one ``recv`` returned, about 16 KiB at a time even
+        with a 1 MiB buffer. Small chunks are gathered into 1 MiB blocks first, so the
+        per-block work (two queue hand-overs, three writes) runs 64 times less often.
+        """
         if self.bytes_written + len(chunk) > self._max_bytes:
             raise TooLarge(self._max_bytes)
         failure = self.inspector.failed() or self._copies.error
         if failure is not None:
             raise failure
-        self._copies.put(chunk)
+        self.bytes_written += len(chunk)
+        if not self._filled and len(chunk) >= BLOCK_SIZE:
+            self._emit(chunk)
+            return
+        view = memoryview(chunk)
+        while view:
+            take = min(len(view), BLOCK_SIZE - self._filled)
+            self._block[self._filled:self._filled + take] = view[:take]
+            self._filled += take
+            view = view[take:]
+            if self._filled == BLOCK_SIZE:
+                self._drain()
+
+    def _drain(self) -> None:
+        if self._filled:
+            block = bytes(memoryview(self._block)[:self._filled])
+            self._filled = 0
+            self._emit(block)
+
+    def _emit(self, block: bytes) -> None:
+        self._copies.put(block)
         try:
-            self.uploads[0].write(chunk)
+            self.uploads[0].write(block)
         except OSError as exc:
             raise _write_failed(exc) from None
-        self.bytes_written += len(chunk)
-        self.inspector.feed(chunk)
+        self.inspector.feed(block)
 
     def check_expected_size(self, expected: int | None) -> None:
         """Refuse early when the server announces a size above the limit."""
@@ -147,7 +184,18 @@ class PackageSink:
             raise TooLarge(self._max_bytes)
 
     def finish(self) -> None:
-        """Every byte is in every copy and hashed; raises if a copy failed."""
+        """Every byte is in every copy, durable, and hashed; raises if a copy failed.
+
+        The copy thread flushes the other copies while this thread flushes the primary,
+        so the disk writes of the copies overlap instead of queueing behind each other.
+        """
+        self._drain()
+        self._copies.close()
+        try:
+            self.uploads[0].flush()
+        except OSError as exc:
+            self._copies.abort()
+            raise _write_failed(exc) from None
         self._copies.finish()
 
     def rewind(self) -> None:
