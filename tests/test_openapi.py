@@ -93,10 +93,9 @@ class Checked:
 
     def __init__(self, api, document: dict[str, Any]) -> None:
         self.api = api
-        # openapi-core knows application/json only; HAL is JSON with links, and the YAML
-        # document is described as text
+        # openapi-core knows application/json only; HAL is JSON with links
         config = Config(extra_media_type_deserializers={"application/hal+json": json.loads,
-                                                        "application/yaml": bytes.decode})
+                                                        "application/yaml": yaml.safe_load})
         self.openapi = OpenAPI.from_dict({**document, "servers": [{"url": api.base}]},
                                          config=config)
         self.seen: set[tuple[str, str]] = set()
