@@ -157,3 +157,12 @@ def test_wrong_methods_and_content_types_answer_4xx(api):
     response = api.post("/api/cluster/software/download", json={"url": "gopher://x/y"},
                         headers={"accept": "text/html"})
     assert_ontap_4xx(response)
+
+
+def test_unsupported_method_names_the_allowed_ones(api):
+    """RFC 9110: a 405 carries ``Allow`` (schemathesis found it missing)."""
+    response = api.request("PUT", "/api/cluster/software/download", json={})
+    assert response.status_code == 405 and response.json()["error"]["code"] == "3"
+    assert set(response.headers["allow"].split(", ")) == {"GET", "HEAD", "POST"}
+    response = api.request("TRACE", "/api/cluster/jobs/x")
+    assert set(response.headers["allow"].split(", ")) == {"GET", "HEAD", "PATCH"}

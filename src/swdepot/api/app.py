@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Match, Route
 
 from swdepot.api.http import AuthMiddleware, CollapseSlashes, error_response
 from swdepot.api.observe import ObserveMiddleware
@@ -31,14 +32,26 @@ async def _ontap_error(request: Request, exc: Exception) -> Response:
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
-    """Starlette's own 404/405 in ONTAP's words."""
+    """Starlette's own 404/405 in ONTAP's words; a 405 keeps its ``Allow`` (RFC 9110)."""
     assert isinstance(exc, HTTPException)
     if exc.status_code == 405:
-        return error_response(request, MethodNotAllowed(API_NOT_FOUND,
-                                                        "The operation is not supported."))
+        response = error_response(request, MethodNotAllowed(API_NOT_FOUND,
+                                                            "The operation is not supported."))
+        response.headers["allow"] = ", ".join(_allowed_methods(request))
+        return response
     if exc.status_code == 404:
         return error_response(request, NotFound(API_NOT_FOUND, "API not found"))
     return error_response(request, OntapError(2, exc.detail, status=exc.status_code))
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path: one resource spans several routes
+    (a GET route and a POST route), and Starlette's own ``Allow`` names only the first."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if isinstance(route, Route) and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route.methods or set()
+    return sorted(methods)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
