@@ -15,7 +15,7 @@ from typing import Protocol
 
 from swdepot.packages.model import PackageInvalid, ValidationPolicy
 
-QUEUE_DEPTH = 8
+QUEUE_DEPTH = 4  # 1 MiB blocks: enough to ride out jitter, little enough to keep RSS flat
 POLL_SECONDS = 0.05
 # tarfile reads ahead at most one record (10 KiB) beyond the header that ended the archive;
 # keeping four times that is plenty to re-read everything after the end-of-archive marker.

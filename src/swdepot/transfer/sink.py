@@ -26,7 +26,7 @@ from swdepot.errors import DOWNLOAD_FAILED, OntapError
 from swdepot.repository.repository import placement_failed
 from swdepot.repository.store import Upload
 
-QUEUE_DEPTH = 8
+QUEUE_DEPTH = 4  # 1 MiB blocks: enough to ride out jitter, little enough to keep RSS flat
 BLOCK_SIZE = 1 << 20
 _DONE = b""
 
