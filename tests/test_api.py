@@ -99,6 +99,15 @@ def test_packages_collection_conventions(api, content_dir, http_server_noauth):
     assert bad_field.status_code == 400 and bad_field.json()["error"]["code"] == "262197"
 
 
+def test_number_filters_are_checked_even_on_an_empty_collection(api):
+    for path in (PACKAGES + "?size=abc", PACKAGES + "?size=1..x", "/api/cluster/jobs?code=<x"):
+        response = api.get(path)
+        assert response.status_code == 400, path
+        assert response.json()["error"]["code"] == "262197", path
+    assert api.get(PACKAGES + "?size=>100|null").status_code == 200
+    assert api.get(PACKAGES + "?size=1*").status_code == 200  # wildcards match the text
+
+
 def test_accept_json_omits_hal_links(api, content_dir, http_server_noauth):
     load(api, content_dir, http_server_noauth, "9.12.1")
     hal = api.get(PACKAGES)

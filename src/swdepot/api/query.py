@@ -58,6 +58,7 @@ class ResourceSchema:
     fields: frozenset[str]
     key_fields: tuple[str, ...]
     expensive_fields: frozenset[str] = frozenset()
+    numeric_fields: frozenset[str] = frozenset()  # filter operands must be numbers
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,10 @@ def parse_query(
             continue
         if not collection or name not in schema.fields:
             raise InvalidInput(UNEXPECTED_ARGUMENT, f'Unexpected argument "{name}".', target=name)
-        filters.append(_parse_filter(name, value))
+        flt = _parse_filter(name, value)
+        if name in schema.numeric_fields:
+            _check_numeric(flt)
+        filters.append(flt)
     ignore_unknown = _optional(last, "ignore_unknown_fields", parse_bool, False)
     order_value = next((value for name, value in reversed(params) if name in _ORDER_NAMES), "")
     return Query(
@@ -328,6 +332,17 @@ def _leaves(obj: Any, parts: Sequence[str]) -> list[Any]:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_numeric(flt: Filter) -> None:
+    """A number field's filter must compare with numbers, whatever records exist.
+
+    Otherwise ``?size=abc`` would fail only once a record is there to compare with.
+    """
+    for cond in flt.alternatives:
+        if cond.op not in ("wild", "null"):
+            for operand in cond.operands:
+                _number(operand, flt)
 
 
 def _number(text: str, flt: Filter) -> int | float:

@@ -5,18 +5,21 @@ from __future__ import annotations
 from swdepot.api.query import ResourceSchema
 
 
-def _schema(fields: str, keys: tuple[str, ...]) -> ResourceSchema:
-    return ResourceSchema(fields=frozenset(fields.split()), key_fields=keys)
+def _schema(fields: str, keys: tuple[str, ...], numeric: str = "") -> ResourceSchema:
+    return ResourceSchema(fields=frozenset(fields.split()), key_fields=keys,
+                          numeric_fields=frozenset(numeric.split()))
 
 
 JOB = _schema(
     "uuid description state message code start_time end_time error error.code error.message "
     "node node.name _links",
     ("uuid",),
+    numeric="code",
 )
 PACKAGE = _schema(
     "version create_time file_name kind size sha256 product signer _links",
     ("version",),
+    numeric="size",
 )
 DOWNLOAD = _schema(
     "state message code bytes_done bytes_total speed job job.uuid _links",
