@@ -48,6 +48,9 @@ def test_generated_admin_password_is_printed_once_and_only_hashed(tmp_path: Path
     stored_hash, role = service.users.get("admin")
     assert role == "admin" and password not in stored_hash
     assert verify_password(password, stored_hash)
+    # primed: the first request needs no second slow hash
+    assert service.authenticator.cached(_basic("admin", password)) is not None
+    assert service.authenticator.cached(_basic("admin", password + "x")) is None
     assert service.authenticator.authenticate(_basic("admin", password)).name == "admin"
     service.close()
     assert password.encode() not in (tmp_path / "d" / "swdepot.db").read_bytes()

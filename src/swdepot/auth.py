@@ -164,6 +164,11 @@ class Authenticator:
             self._cache.clear()
         self._cache[token] = (self._clock() + CACHE_SECONDS, principal)
 
+    def prime(self, name: str, password: str, role: str) -> None:
+        """Remember credentials the service itself just set (their hash is being stored)."""
+        with self._lock:
+            self._remember(self._token(name, password), Principal(name, role))
+
     def forget(self) -> None:
         """Drop cached verifications (after a password change)."""
         with self._lock:

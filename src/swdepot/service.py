@@ -154,15 +154,17 @@ class Service:
         password = s.admin_password
         if password is None and s.admin_password_file is not None:
             password = s.admin_password_file.read_text().strip()
-        if password is not None:
-            self.users.put(s.admin_user, hash_password(password), ADMIN)
-        elif self.users.get(s.admin_user) is None:
-            generated = secrets.token_urlsafe(18)
-            self.users.put(s.admin_user, hash_password(generated), ADMIN)
-            print(f"swdepot: generated password for user {s.admin_user!r}: {generated}\n"
+        if password is None and self.users.get(s.admin_user) is None:
+            password = secrets.token_urlsafe(18)
+            print(f"swdepot: generated password for user {s.admin_user!r}: {password}\n"
                   "swdepot: it is shown only this once; only its hash is stored.", file=out,
                   flush=True)
         self.authenticator.forget()
+        if password is not None:
+            self.users.put(s.admin_user, hash_password(password), ADMIN)
+            # The password is known right here: the first request need not pay the slow
+            # hash again (a quarter of a second of a CI job's start-up).
+            self.authenticator.prime(s.admin_user, password, ADMIN)
 
     def close(self) -> None:
         self._stop.set()
