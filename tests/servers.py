@@ -115,9 +115,11 @@ def make_file(directory: Path, name: str, size: int, seed: int = 0) -> tuple[Pat
 # Fault injection
 # --------------------------------------------------------------------------------------------
 
-FaultKind = Literal["status", "truncate", "reset", "trickle", "redirect", "ignore_range"]
+FaultKind = Literal[
+    "status", "truncate", "reset", "trickle", "redirect", "ignore_range", "ignore_if_range"
+]
 _FAULT_KINDS: frozenset[str] = frozenset(
-    ("status", "truncate", "reset", "trickle", "redirect", "ignore_range")
+    ("status", "truncate", "reset", "trickle", "redirect", "ignore_range", "ignore_if_range")
 )
 #: Faults that shape the response *body*; a HEAD has no body, so by default they only hit GET
 #: (a downloader's preliminary HEAD must not silently use up a ``times=1`` fault).
@@ -139,6 +141,8 @@ class Fault:
     * ``trickle``: send the body at ``bytes_per_second``; stops early when the server shuts
       down, so stall/low-speed-timeout tests do not hang teardown.
     * ``ignore_range``: behave like a server without range support (always 200 + full body).
+    * ``ignore_if_range``: a lying server that honours ``Range`` even when ``If-Range`` no
+      longer matches, answering 206 from whatever the file is now (with its new ETag).
 
     ``then`` chains a follow-up fault used once this one is exhausted; ``on_hit`` runs a
     callback whenever the fault is applied.
@@ -431,7 +435,9 @@ class _Handler(BaseHTTPRequestHandler):
 
         status, first, length = 200, 0, size
         range_header = self.headers.get("Range")
-        if range_header and supports_range and self._if_range_matches(etag, last_modified):
+        validated = (fault is not None and fault.kind == "ignore_if_range") or \
+            self._if_range_matches(etag, last_modified)
+        if range_header and supports_range and validated:
             try:
                 selected = _parse_range(range_header, size)
             except _RangeNotSatisfiable:
@@ -456,7 +462,7 @@ class _Handler(BaseHTTPRequestHandler):
         if head:
             return
 
-        if fault is None or fault.kind == "ignore_range":
+        if fault is None or fault.kind in ("ignore_range", "ignore_if_range"):
             self._send_bytes(fh, first, length)
         elif fault.kind == "truncate":
             self._send_bytes(fh, first, min(fault.after_bytes, length))

@@ -162,6 +162,31 @@ def test_file_changed_between_attempts_is_never_spliced(swdepot, http_server_noa
     assert all(sha256(c) == expected for c in stored_copies(swdepot))
 
 
+def test_lying_206_with_a_changed_etag_is_never_spliced(swdepot, http_server_noauth,
+                                                        content_dir):
+    """The server ignores If-Range and sends 206 from a new file: the ETag gives it away."""
+    make_package(content_dir, "liar.tgz", "9.8.8", size=300 * 1024)
+    newer = make_package(content_dir.parent, "liar-new.tgz", "9.8.9", size=300 * 1024)
+
+    def replace_file() -> None:
+        os.replace(newer, content_dir / "liar.tgz")
+        os.utime(content_dir / "liar.tgz", ns=(1, 1))  # a different validator for sure
+
+    http_server_noauth.faults["/liar.tgz"] = Fault(
+        "truncate", after_bytes=100_000, times=1,
+        then=Fault("ignore_if_range", times=1, on_hit=replace_file))
+    expected = sha256(newer)
+    job = swdepot.api.download(http_server_noauth.url("liar.tgz"))
+    assert job["state"] == "success", job
+    requests = gets(http_server_noauth, "/liar.tgz")
+    assert requests[1].header("range") == "bytes=100000-" and requests[1].header("if-range")
+    assert requests[1].status == 206  # the lie was told ...
+    assert requests[-1].header("range") is None  # ... and refused: started again from zero
+    record = swdepot.api.get("/api/cluster/software/packages/9.8.9").json()
+    assert record["sha256"] == expected
+    assert all(sha256(c) == expected for c in stored_copies(swdepot))
+
+
 # --- watchdogs and limits ----------------------------------------------------------------------
 
 def test_trickling_server_hits_the_stall_watchdog(settings, start_service, http_server_noauth,
