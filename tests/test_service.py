@@ -79,3 +79,36 @@ def test_store_placement_failure_is_10551859(api, swdepot, import_dir) -> None:
     assert job["message"].startswith("Failed to set primary and secondary nodes")
     assert api.get("/api/cluster/software/packages").json()["num_records"] == 0
     assert list((swdepot.settings.store_roots[0] / ".staging").iterdir()) == []
+
+
+def test_a_starting_node_ends_only_its_own_interrupted_jobs(tmp_path: Path) -> None:
+    """Processes sharing one database: node B starting must not fail node A's live job."""
+    import threading
+
+    from swdepot.jobs.model import Job, JobKind
+
+    release = threading.Event()
+    node_a = Service(Settings(data_dir=tmp_path / "d"))
+    node_a.start()
+    job = Job.new(JobKind.DOWNLOAD, "POST /api/cluster/software/download",
+                  node=node_a.settings.node)
+    node_a.runner.start(job, lambda ctx: "success" if release.wait(30) else "late")
+    while node_a.jobs.get(job.uuid).state != "running":
+        threading.Event().wait(0.01)
+
+    node_b = Service(Settings(data_dir=tmp_path / "d", node_name="swdepot-02"))
+    node_b.start()
+    assert node_b.jobs.get(job.uuid).state == "running"  # A's job is A's business
+    release.set()
+    node_a.close()
+    assert node_b.jobs.get(job.uuid).state == "success"
+
+    stuck = Job.new(JobKind.DOWNLOAD, "POST /api/cluster/software/download",
+                    node="swdepot-01", target="http://127.0.0.1:9/p.tgz")
+    node_b.jobs.insert(stuck)  # as if node A had died in the middle of it
+    node_b.close()
+    restarted_a = Service(Settings(data_dir=tmp_path / "d"))
+    restarted_a.start()
+    ended = restarted_a.jobs.get(stuck.uuid)
+    assert ended.state == "failure" and "restarted" in ended.message
+    restarted_a.close()

@@ -39,6 +39,10 @@ class Settings:
     admin_password: str | None = None
     admin_password_file: Path | None = None
     cluster: ClusterIdentity = field(default_factory=ClusterIdentity)
+    # Which cluster node this process is (default: the first configured node). Processes
+    # that share one database need different names: a node, when it starts, ends the jobs
+    # its own previous life left active, and only those.
+    node_name: str | None = None
     # Download engine
     import_dir: Path | None = None
     ca_files: tuple[Path, ...] = ()
@@ -68,6 +72,10 @@ class Settings:
     update_minute_seconds: float = 60.0
 
     # --- derived locations -------------------------------------------------------------
+
+    @property
+    def node(self) -> str:
+        return self.node_name or self.cluster.nodes[0]
 
     @property
     def database_path(self) -> Path:

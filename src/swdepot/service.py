@@ -65,10 +65,10 @@ class Service:
         self.runner = JobRunner(self.jobs, workers=settings.job_workers)
         self.profile = ClusterProfile(
             settings.cluster, SqliteProfileStore(self.db), repository=self.repository,
-            runner=self.runner,
+            runner=self.runner, node=settings.node,
             pace=Pace(settings.update_step_seconds, settings.update_minute_seconds),
         )
-        node = settings.cluster.nodes[0]
+        node = settings.node
         engine = TransferEngine(
             CurlOptions(
                 ca_bundle=ca_bundle(settings),
@@ -113,7 +113,8 @@ class Service:
         now = time.time()
         failed = (self.downloads.recover_interrupted(now)
                   + self.packages.recover_interrupted(now)
-                  + self.jobs.fail_active(RESTARTED, INTERNAL_ERROR, now))
+                  + self.jobs.fail_active(RESTARTED, INTERNAL_ERROR, now,
+                                          node=self.settings.node))
         report = self.repository.recover()
         if failed or any(report.values()):
             log.warning("recovered after restart: %d interrupted jobs, %s", failed, report)

@@ -39,8 +39,8 @@ class JobStore(Protocol):
 
     def set_progress(self, uuid: str, message: str | None, progress: Progress) -> None: ...
 
-    def fail_active(self, message: str, code: int, now: float) -> int:
-        """End every non-terminal job as failed (after a restart); returns how many."""
+    def fail_active(self, message: str, code: int, now: float, *, node: str) -> int:
+        """End the node's non-terminal jobs as failed (after it restarted); how many."""
 
     def purge(self, ended_before: float) -> int:
         """Delete jobs that ended before the cutoff, keeping the latest of each kind."""

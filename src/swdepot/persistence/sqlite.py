@@ -198,11 +198,11 @@ class SqliteJobStore:
                 (message, progress.bytes_done, progress.bytes_total, progress.speed, uuid),
             )
 
-    def fail_active(self, message: str, code: int, now: float) -> int:
+    def fail_active(self, message: str, code: int, now: float, *, node: str) -> int:
         with self._db.transaction() as conn:
             cur = conn.execute(
                 f"UPDATE jobs SET state = 'failure', message = ?, code = ?, end_time = ?"
-                f" WHERE state IN {_ACTIVE}", (message, code, now),
+                f" WHERE state IN {_ACTIVE} AND node = ?", (message, code, now, node),
             )
             return cur.rowcount
 

@@ -126,14 +126,14 @@ class DownloadService:
         return "success"
 
     def recover_interrupted(self, now: float) -> int:
-        """After a restart: end download jobs the last process left active.
+        """After a restart: end download jobs this node's last process left active.
 
         A job whose package made it into the catalog (it died after publishing, before
         recording success) succeeded; any other was interrupted and failed.
         """
         ended = 0
         for job in self._jobs.list(visible_after=math.inf):
-            if job.kind is not JobKind.DOWNLOAD or job.state.terminal:
+            if job.kind is not JobKind.DOWNLOAD or job.state.terminal or job.node != self._node:
                 continue
             record = self._published_by(job)
             if record is not None:

@@ -71,7 +71,7 @@ class PackageService:
         return "success"
 
     def recover_interrupted(self, now: float) -> int:
-        """After a restart: end delete jobs the last process left active.
+        """After a restart: end delete jobs this node's last process left active.
 
         Deleting hides the record first, so a job whose package is no longer listed did
         its visible work (recovery removes any blob left behind); otherwise the package
@@ -79,7 +79,8 @@ class PackageService:
         """
         ended = 0
         for job in self._jobs.list(visible_after=math.inf):
-            if job.kind is not JobKind.DELETE_PACKAGE or job.state.terminal:
+            if (job.kind is not JobKind.DELETE_PACKAGE or job.state.terminal
+                    or job.node != self._node):
                 continue
             if job.target is not None and self._repository.catalog.by_version(job.target) is None:
                 self._jobs.transition(job.uuid, JobState.SUCCESS, "success", 0, end_time=now)

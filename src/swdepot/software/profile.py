@@ -72,7 +72,7 @@ class ClusterProfile:
     """Node versions, validation and the rolling update, over a :class:`ProfileStore`."""
 
     def __init__(self, identity: ClusterIdentity, store: ProfileStore, *,
-                 repository: Repository, runner: JobRunner, pace: Pace,
+                 repository: Repository, runner: JobRunner, pace: Pace, node: str = "",
                  clock: Callable[[], float] = time.time) -> None:
         version_parts(identity.version)  # refuse a malformed configured version at start-up
         self.identity = identity
@@ -80,6 +80,7 @@ class ClusterProfile:
         self._repository = repository
         self._runner = runner
         self._pace = pace
+        self._node = node or identity.nodes[0]
         self._clock = clock
 
     # --- reading ------------------------------------------------------------------------
@@ -311,7 +312,7 @@ class ClusterProfile:
         return record
 
     def _start_job(self, work: Callable[[JobContext], str]) -> Job:
-        job = Job.new(JobKind.SOFTWARE, DESCRIPTION, node=self.identity.nodes[0])
+        job = Job.new(JobKind.SOFTWARE, DESCRIPTION, node=self._node)
         self._runner.start(job, work)
         return job
 
