@@ -111,3 +111,17 @@ def test_cached_answers_only_for_recently_verified_credentials(store: CountingSt
     assert store.lookups == lookups  # the fast path never touches the store
     auth.forget()
     assert auth.cached(right) is None
+
+
+def test_a_locked_out_address_cannot_guess_through_the_cache(store: CountingStore) -> None:
+    from swdepot.loginlimit import LoginLimiter, TooManyFailures
+
+    auth = Authenticator(store, limiter=LoginLimiter(max_failures=2, window=60))
+    auth.prime("admin", "right", ADMIN)  # as the service does with its admin password
+    assert auth.cached(header("admin", "right"), "10.0.0.9") is not None
+    for _ in range(2):
+        with pytest.raises(Unauthorized):
+            auth.authenticate(header("admin", "guess"), "10.0.0.9")
+    with pytest.raises(TooManyFailures):  # the right password is no oracle while locked out
+        auth.cached(header("admin", "right"), "10.0.0.9")
+    assert auth.cached(header("admin", "right"), "10.0.0.10") is not None  # others unaffected

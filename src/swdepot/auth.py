@@ -90,11 +90,14 @@ class Authenticator:
         self._lock = threading.Lock()
         self._clock = clock or time.monotonic
 
-    def cached(self, header: str | None) -> Principal | None:
+    def cached(self, header: str | None, client: str | None = None) -> Principal | None:
         """The caller if these exact credentials were verified recently, else None.
 
-        Cheap (an HMAC and a dict look-up), so the event loop may call it directly.
+        Cheap (an HMAC and a dict look-up), so the event loop may call it directly. An
+        address that is locked out is refused here too: otherwise its guesses would go on
+        at full speed, a right one answering 200 from the cache.
         """
+        self._limiter.check(client)
         try:
             name, password = _parse_basic(header)
         except Unauthorized:

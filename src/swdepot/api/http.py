@@ -206,10 +206,10 @@ async def _authenticate(authenticator: Authenticator, request: Request) -> Princ
     clients, whose credentials were verified on their first request, never leave the loop.
     """
     header = request.headers.get("authorization")
-    known = authenticator.cached(header)
+    client = request.client.host if request.client is not None else None
+    known = authenticator.cached(header, client)
     if known is not None:
         return known
-    client = request.client.host if request.client is not None else None
     return await run_in_threadpool(authenticator.authenticate, header, client)
 
 
