@@ -140,51 +140,44 @@ def test_server_ignoring_ranges_makes_the_transfer_start_again_from_zero(
     assert requests[-1].header("range") is None  # started again from the first byte
 
 
-def test_file_changed_between_attempts_is_never_spliced(swdepot, http_server_noauth,
-                                                        content_dir):
-    make_package(content_dir, "moving.tgz", "9.8.8", size=300 * 1024)
-    newer = make_package(content_dir.parent, "newer.tgz", "9.8.9", size=300 * 1024)
+def _replaced_during_resume(swdepot, server, content_dir, name: str, second: str) -> list:
+    """Cut the first attempt short, swap the file for another package as the resume
+    arrives (fault ``second`` answers it), and check the *new* file was published whole,
+    never a splice of the two. Returns the server's GET log for further checks."""
+    make_package(content_dir, name, "9.8.8", size=300 * 1024)
+    newer = make_package(content_dir.parent, f"new-{name}", "9.8.9", size=300 * 1024)
 
     def replace_file() -> None:
-        os.replace(newer, content_dir / "moving.tgz")
+        os.replace(newer, content_dir / name)
+        os.utime(content_dir / name, ns=(1, 1))  # a different validator for sure
 
-    http_server_noauth.faults["/moving.tgz"] = Fault(
+    extra = {"bytes_per_second": 1 << 30} if second == "trickle" else {}
+    server.faults[f"/{name}"] = Fault(
         "truncate", after_bytes=100_000, times=1,
-        then=Fault("trickle", bytes_per_second=1 << 30, times=1, on_hit=replace_file))
+        then=Fault(second, times=1, on_hit=replace_file, **extra))
     expected = sha256(newer)
-    job = swdepot.api.download(http_server_noauth.url("moving.tgz"))
+    job = swdepot.api.download(server.url(name))
     assert job["state"] == "success", job
-    requests = gets(http_server_noauth, "/moving.tgz")
+    requests = gets(server, f"/{name}")
     assert requests[1].header("range") == "bytes=100000-" and requests[1].header("if-range")
-    assert requests[-1].header("range") is None
+    assert requests[-1].header("range") is None  # started again from the first byte
     record = swdepot.api.get("/api/cluster/software/packages/9.8.9").json()
     assert record["sha256"] == expected
     assert all(sha256(c) == expected for c in stored_copies(swdepot))
+    return requests
+
+
+def test_file_changed_between_attempts_is_never_spliced(swdepot, http_server_noauth,
+                                                        content_dir):
+    _replaced_during_resume(swdepot, http_server_noauth, content_dir, "moving.tgz", "trickle")
 
 
 def test_lying_206_with_a_changed_etag_is_never_spliced(swdepot, http_server_noauth,
                                                         content_dir):
     """The server ignores If-Range and sends 206 from a new file: the ETag gives it away."""
-    make_package(content_dir, "liar.tgz", "9.8.8", size=300 * 1024)
-    newer = make_package(content_dir.parent, "liar-new.tgz", "9.8.9", size=300 * 1024)
-
-    def replace_file() -> None:
-        os.replace(newer, content_dir / "liar.tgz")
-        os.utime(content_dir / "liar.tgz", ns=(1, 1))  # a different validator for sure
-
-    http_server_noauth.faults["/liar.tgz"] = Fault(
-        "truncate", after_bytes=100_000, times=1,
-        then=Fault("ignore_if_range", times=1, on_hit=replace_file))
-    expected = sha256(newer)
-    job = swdepot.api.download(http_server_noauth.url("liar.tgz"))
-    assert job["state"] == "success", job
-    requests = gets(http_server_noauth, "/liar.tgz")
-    assert requests[1].header("range") == "bytes=100000-" and requests[1].header("if-range")
-    assert requests[1].status == 206  # the lie was told ...
-    assert requests[-1].header("range") is None  # ... and refused: started again from zero
-    record = swdepot.api.get("/api/cluster/software/packages/9.8.9").json()
-    assert record["sha256"] == expected
-    assert all(sha256(c) == expected for c in stored_copies(swdepot))
+    requests = _replaced_during_resume(swdepot, http_server_noauth, content_dir, "liar.tgz",
+                                       "ignore_if_range")
+    assert requests[1].status == 206  # the lie was told, and refused
 
 
 # --- watchdogs and limits ----------------------------------------------------------------------
