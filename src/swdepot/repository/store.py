@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import fcntl
 import hashlib
+import mmap
 import os
 import shutil
 import uuid
@@ -20,7 +22,9 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 STAGING = ".staging"
-WRITEBACK_WINDOW = 16 << 20
+WRITEBACK_WINDOW = 16 << 20  # buffered mode: start writeback every 16 MiB
+DIRECT_BUFFER = 1 << 20  # direct mode: bytes gathered before one aligned write
+DIRECT_ALIGN = 4096  # covers the logical block size of every common device
 
 
 class Upload(Protocol):
@@ -63,49 +67,112 @@ class BlobStore(Protocol):
 
 
 class _LocalUpload:
-    """A staging file in the store's own file system, so commit is a rename."""
+    """A staging file in the store's own file system, so commit is a rename.
+
+    Where the file system allows it the file is written with ``O_DIRECT``: the bytes go
+    from one aligned buffer straight to the device instead of through the page cache.
+    Buffered writes cost this machine 0.7 to 1.5 CPU-s per GiB (copying into the cache,
+    then writeback) against about 0.1 s direct — and a package is written twice and read
+    back rarely, so caching it only evicts more useful pages. Direct writes must be
+    aligned in memory, offset and length, so chunks are gathered in an mmap'd buffer and
+    written in whole blocks; the unaligned tail is written padded and cut off with
+    ``ftruncate``. File systems without ``O_DIRECT`` get buffered writes with early
+    writeback (:func:`_start_writeback`).
+    """
 
     def __init__(self, root: Path) -> None:
         self._root = root
         self._path = root / STAGING / f"{uuid.uuid4().hex}.part"
-        self._fh: BinaryIO | None = self._path.open("xb", buffering=0)
+        self._fd: int | None = os.open(
+            self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         self._size = 0
-        self._flushed = 0  # bytes whose writeback has been started
+        self._flushed = 0  # buffered mode: bytes whose writeback has been started
+        self._buffer: mmap.mmap | None = None
+        self._pending = 0  # direct mode: bytes in the buffer not yet written in full blocks
+        self._durable = False
+        if _enable_direct(self._fd):
+            self._buffer = mmap.mmap(-1, DIRECT_BUFFER)  # page-aligned by construction
+
+    @property
+    def direct(self) -> bool:
+        """True when the bytes bypass the page cache (``O_DIRECT``)."""
+        return self._buffer is not None
 
     def write(self, chunk: bytes) -> None:
-        """Write all of ``chunk``: an unbuffered write may take only part of it (a nearly
-        full disk does exactly that), and a short write must never pass unnoticed."""
-        assert self._fh is not None, "upload already finished"
+        """Append all of ``chunk``; raises OSError (ENOSPC, EIO...) if the store cannot."""
+        assert self._fd is not None, "upload already finished"
+        self._durable = False
+        if self._buffer is None:
+            _write_all(self._fd, memoryview(chunk))
+            self._size += len(chunk)
+            if self._size - self._flushed >= WRITEBACK_WINDOW:
+                self._flushed = _start_writeback(self._fd, self._flushed, self._size)
+            return
         view = memoryview(chunk)
         while view:
-            written = self._fh.write(view)
-            if not written:
-                raise OSError(errno.EIO, "the store accepted no bytes")
-            view = view[written:]
+            take = min(len(view), DIRECT_BUFFER - self._pending)
+            self._buffer[self._pending:self._pending + take] = view[:take]
+            self._pending += take
+            view = view[take:]
+            if self._pending == DIRECT_BUFFER:
+                self._write_block(DIRECT_BUFFER)
+                self._pending = 0
         self._size += len(chunk)
-        if self._size - self._flushed >= WRITEBACK_WINDOW:
-            self._flushed = _start_writeback(self._fh.fileno(), self._flushed, self._size)
+
+    def _write_block(self, length: int) -> None:
+        """Write the first ``length`` buffered bytes directly, or buffered from now on if
+        the file system accepted ``O_DIRECT`` at open but refuses it at write (EINVAL)."""
+        assert self._fd is not None and self._buffer is not None
+        view = memoryview(self._buffer)[:length]
+        try:
+            _write_all(self._fd, view, direct=True)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            _disable_direct(self._fd)
+            _write_all(self._fd, view)
 
     def flush(self) -> None:
-        assert self._fh is not None, "upload already finished"
-        os.fsync(self._fh.fileno())
+        """Write the buffered tail (padded, then truncated to the true size) and fsync.
+
+        The tail stays in the buffer and the file offset goes back to its start, so
+        writing may go on after a flush: the next full block overwrites the padding.
+        """
+        assert self._fd is not None, "upload already finished"
+        if self._durable:
+            return
+        if self._buffer is not None and self._pending:
+            padded = -(-self._pending // DIRECT_ALIGN) * DIRECT_ALIGN
+            self._buffer[self._pending:padded] = bytes(padded - self._pending)
+            self._write_block(padded)
+            os.ftruncate(self._fd, self._size)
+            os.lseek(self._fd, self._size - self._pending, os.SEEK_SET)
+        os.fsync(self._fd)
+        self._durable = True
 
     def commit(self, key: str) -> None:
-        assert self._fh is not None, "upload already finished"
-        fh, self._fh = self._fh, None
-        os.fsync(fh.fileno())
-        fh.close()
+        self.flush()
+        assert self._fd is not None
+        fd, self._fd = self._fd, None
+        os.close(fd)
+        self._release_buffer()
         final = self._root / key
         final.parent.mkdir(parents=True, exist_ok=True)
         os.rename(self._path, final)
         _fsync_dir(final.parent)
 
     def abort(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self._release_buffer()
         with contextlib.suppress(FileNotFoundError):
             self._path.unlink()
+
+    def _release_buffer(self) -> None:
+        if self._buffer is not None:
+            self._buffer.close()
+            self._buffer = None
 
 
 class LocalDirStore:
@@ -161,6 +228,40 @@ class LocalDirStore:
                 part.unlink()
                 count += 1
         return count
+
+
+def _enable_direct(fd: int) -> bool:
+    """Switch ``fd`` to direct I/O; False where the file system refuses (EINVAL) or the
+    platform has no ``O_DIRECT``, and for ``SWDEPOT_BUFFERED_STORE=1`` (for comparison)."""
+    flag = getattr(os, "O_DIRECT", 0)
+    if not flag or os.environ.get("SWDEPOT_BUFFERED_STORE") == "1":
+        return False
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | flag)
+    except OSError:
+        return False
+    return True
+
+
+def _disable_direct(fd: int) -> None:
+    flag = getattr(os, "O_DIRECT", 0)
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~flag)
+
+
+def _write_all(fd: int, view: memoryview, *, direct: bool = False) -> None:
+    """Write all of ``view``; a short write must never pass unnoticed.
+
+    A nearly full disk takes part of a write. Buffered, the rest is simply retried (and
+    then fails with ENOSPC); direct, the rest would be misaligned, so a short write is
+    reported as the disk being full.
+    """
+    while view:
+        written = os.write(fd, view)
+        if not written:
+            raise OSError(errno.EIO, "the store accepted no bytes")
+        if direct and written < len(view):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view = view[written:]
 
 
 def _fsync_dir(path: Path) -> None:

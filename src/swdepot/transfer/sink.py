@@ -2,10 +2,12 @@
 
 One pass over the bytes does everything, so a package is never read back after its
 transfer. The work is spread over the machine's cores as a pipeline: the transfer thread
-receives and writes the primary copy; a copy thread writes the other copies and updates
-the sha256; the inspector validates the archive on its own thread. ``write``, hashing and
-inflating all release the GIL, so the three really run side by side. Queues between them
-are bounded (a few 1 MiB chunks), which keeps memory flat whatever the package size.
+receives and gathers 1 MiB blocks; one worker thread per store copy writes it (direct
+I/O where possible, see ``repository/store.py``), one more updates the sha256, and the
+inspector validates the archive on its own thread. Writing, hashing and inflating all
+release the GIL, so they really run side by side and the transfer thread never waits
+on the disk. Queues between them are bounded (a few 1 MiB blocks), which keeps memory
+flat whatever the package size.
 
 Because the sink holds the running digest and the inspector's state, a transfer that
 failed half-way continues by appending: ``bytes_written`` is where to resume. When the
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import queue
 import threading
 from collections.abc import Callable, Sequence
@@ -25,6 +28,8 @@ from typing import Protocol
 from swdepot.errors import DOWNLOAD_FAILED, OntapError
 from swdepot.repository.repository import placement_failed
 from swdepot.repository.store import Upload
+
+log = logging.getLogger(__name__)
 
 QUEUE_DEPTH = 4  # 1 MiB blocks: enough to ride out jitter, little enough to keep RSS flat
 BLOCK_SIZE = 1 << 20
@@ -52,17 +57,23 @@ def _write_failed(exc: OSError) -> OntapError:
     return placement_failed(exc.strerror or str(exc))
 
 
-class _CopyThread:
-    """Writes chunks to the secondary uploads and hashes them, off the transfer thread."""
+class _Worker:
+    """One consumer of the block stream on its own thread: a store copy or the sha256.
 
-    def __init__(self, uploads: Sequence[Upload]) -> None:
-        self._uploads = uploads
+    Each worker has its own bounded queue, so a slow disk holds up the transfer (back-
+    pressure) but never the other consumers, and a direct write that waits on the device
+    costs no CPU while the hash and the inspector go on.
+    """
+
+    def __init__(self, name: str, consume: Callable[[bytes], None],
+                 conclude: Callable[[], None] = lambda: None) -> None:
+        self._consume = consume
+        self._conclude = conclude
         self._queue: queue.Queue[bytes] = queue.Queue(QUEUE_DEPTH)
-        self.digest = hashlib.sha256()
         self.error: OntapError | None = None
         self._stop = threading.Event()
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name="swdepot-copy", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def put(self, chunk: bytes) -> None:
@@ -77,24 +88,25 @@ class _CopyThread:
     def _run(self) -> None:
         try:
             while (chunk := self._queue.get()) is not _DONE:
-                for upload in self._uploads:
-                    upload.write(chunk)
-                self.digest.update(chunk)
+                self._consume(chunk)
             if not self._stop.is_set():
-                for upload in self._uploads:
-                    upload.flush()
+                self._conclude()
         except OSError as exc:
             self.error = _write_failed(exc)
             self._stop.set()
+        except Exception:  # a bug must fail the download, not leave the producer waiting
+            log.exception("transfer worker %s crashed", self._thread.name)
+            self.error = OntapError(DOWNLOAD_FAILED, "Package download failed: internal error.")
+            self._stop.set()
 
     def close(self) -> None:
-        """No more chunks: the thread writes what is queued, flushes and ends."""
+        """No more chunks: the thread consumes what is queued, concludes and ends."""
         if not self._closed:
             self._closed = True
             self.put(_DONE)
 
     def finish(self) -> None:
-        """Wait until every queued chunk is written and flushed; re-raise a failure."""
+        """Wait until every queued chunk is consumed and concluded; re-raise a failure."""
         self.close()
         self._thread.join()
         if self.error is not None:
@@ -134,7 +146,10 @@ class PackageSink:
         if not self.uploads:
             raise ValueError("a sink needs at least one upload")
         self.inspector: Inspector = self._new_inspector()
-        self._copies = _CopyThread(self.uploads[1:])
+        self._digest = hashlib.sha256()
+        self._workers = [_Worker(f"swdepot-copy-{n}", upload.write, upload.flush)
+                         for n, upload in enumerate(self.uploads)]
+        self._workers.append(_Worker("swdepot-sha256", self._digest.update))
         self._block = bytearray(BLOCK_SIZE)  # reused: filled, copied out once, refilled
         self._filled = 0
         self.bytes_written = 0
@@ -148,7 +163,7 @@ class PackageSink:
         """
         if self.bytes_written + len(chunk) > self._max_bytes:
             raise TooLarge(self._max_bytes)
-        failure = self.inspector.failed() or self._copies.error
+        failure = self.inspector.failed() or self._failure()
         if failure is not None:
             raise failure
         self.bytes_written += len(chunk)
@@ -170,12 +185,12 @@ class PackageSink:
             self._filled = 0
             self._emit(block)
 
+    def _failure(self) -> OntapError | None:
+        return next((w.error for w in self._workers if w.error is not None), None)
+
     def _emit(self, block: bytes) -> None:
-        self._copies.put(block)
-        try:
-            self.uploads[0].write(block)
-        except OSError as exc:
-            raise _write_failed(exc) from None
+        for worker in self._workers:
+            worker.put(block)
         self.inspector.feed(block)
 
     def check_expected_size(self, expected: int | None) -> None:
@@ -186,17 +201,19 @@ class PackageSink:
     def finish(self) -> None:
         """Every byte is in every copy, durable, and hashed; raises if a copy failed.
 
-        The copy thread flushes the other copies while this thread flushes the primary,
-        so the disk writes of the copies overlap instead of queueing behind each other.
+        Each copy flushes on its own worker thread, so the copies' last writes and
+        fsyncs overlap instead of queueing behind each other.
         """
         self._drain()
-        self._copies.close()
+        for worker in self._workers:
+            worker.close()
         try:
-            self.uploads[0].flush()
-        except OSError as exc:
-            self._copies.abort()
-            raise _write_failed(exc) from None
-        self._copies.finish()
+            for worker in self._workers:
+                worker.finish()
+        except OntapError:
+            for worker in self._workers:
+                worker.abort()
+            raise
 
     def rewind(self) -> None:
         """Forget every byte: the next write is the first byte of the file again."""
@@ -205,11 +222,12 @@ class PackageSink:
 
     def abort(self) -> None:
         """Stop copying and inspecting, and throw the uploads away (space is released)."""
-        self._copies.abort()
+        for worker in self._workers:
+            worker.abort()
         self.inspector.abort()
         for upload in self.uploads:
             upload.abort()
 
     @property
     def sha256(self) -> str:
-        return self._copies.digest.hexdigest()
+        return self._digest.hexdigest()
