@@ -8,10 +8,16 @@ ratio limits and remembers the archive's tail for the end-of-archive check.
 
 from __future__ import annotations
 
+import gzip
+import io
 import queue
+import tarfile
 import threading
 from collections import deque
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from zlib_ng import zlib_ng
 
 from swdepot.packages.model import PackageInvalid, ValidationPolicy
 
@@ -30,6 +36,19 @@ class Readable(Protocol):
     """The part of a binary file the adapters need."""
 
     def read(self, size: int = -1, /) -> bytes: ...
+
+
+def read_full(read_some: Callable[[int], bytes], size: int) -> bytes:
+    """``size`` bytes from ``read_some`` calls, fewer only at the end of the data."""
+    piece = read_some(size)
+    if len(piece) == size or not piece:
+        return piece
+    pieces = [piece]
+    wanted = size - len(piece)
+    while wanted and (piece := read_some(wanted)):
+        pieces.append(piece)
+        wanted -= len(piece)
+    return b"".join(pieces)
 
 
 class ChunkChannel:
@@ -94,22 +113,14 @@ class ChunkChannel:
         """
         if size < 0:
             return b"".join(iter(lambda: self.read(1 << 20), b""))
-        piece = self._read_some(size)
-        if len(piece) == size or not piece:
-            return piece
-        pieces = [piece]
-        wanted = size - len(piece)
-        while wanted and (piece := self._read_some(wanted)):
-            pieces.append(piece)
-            wanted -= len(piece)
-        return b"".join(pieces)
+        return read_full(self._read_some, size)
 
-    def readinto(self, buffer: bytearray | memoryview, /) -> int:
-        """Fill ``buffer`` (zlib-ng's gzip reader reads compressed data this way)."""
-        view = memoryview(buffer).cast("B")
-        data = self.read(len(view))
-        view[: len(data)] = data
-        return len(data)
+    def read_piece(self) -> bytes:
+        """The rest of the current chunk, or the next whole chunk; b"" at end of data.
+
+        No copy and no size: the gzip reader inflates whatever arrived in one call.
+        """
+        return self._read_some(len(self._buffer) - self._position or 1 << 62)
 
     def _read_some(self, size: int) -> bytes:
         """Up to ``size`` bytes from the current chunk, the whole chunk without copying."""
@@ -204,3 +215,119 @@ class UnpackedStream:
                     f"the package is too large when unpacked (compression ratio above"
                     f" {policy.max_ratio:g})"
                 )
+
+
+class ForwardFile:
+    """A forward-only seekable view of the unpacked stream, for ``tarfile`` mode ``"r"``.
+
+    tarfile's stream mode (``"r|"``) skips a member's data by reading it through its
+    own buffer one ``bufsize`` at a time, copying each piece twice; for a GiB-sized
+    ONTAP image that is tens of thousands of Python calls, each taking the GIL from the
+    transfer thread. Random-access mode only asks for ``seek``, which this answers by
+    reading on in 1 MiB pieces, and it never seeks back when members are read in order
+    (a backward seek raises, as in stream mode).
+    """
+
+    def __init__(self, source: Readable, skip_piece: int = 1 << 20) -> None:
+        self._source = source
+        self._skip_piece = skip_piece
+        self._position = 0
+
+    def read(self, size: int = -1, /) -> bytes:
+        data = self._source.read(size)
+        self._position += len(data)
+        return data
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, position: int, whence: int = 0, /) -> int:
+        """Move forward to ``position`` by reading and dropping what lies before it."""
+        if whence != 0:
+            raise io.UnsupportedOperation("only absolute seeks are supported")
+        if position < self._position:
+            raise tarfile.StreamError("seeking backwards is not allowed")
+        while self._position < position:
+            data = self._source.read(min(self._skip_piece, position - self._position))
+            if not data:
+                break  # the end came early: the next read sees it and tarfile reports it
+            self._position += len(data)
+        return self._position
+
+
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+class GunzipReader:
+    """Inflates the gzip stream arriving on a ChunkChannel, one zlib call per chunk.
+
+    A gzip file object pulls compressed input in small reads and re-enters Python for
+    each; on the inspection thread every such entry takes the GIL back from the transfer
+    thread, which needs it for each 16 KiB libcurl hands over. Inflating whole chunks
+    (``max_length`` bounds the output, so a bomb cannot balloon memory) keeps that to a
+    few GIL hand-overs per MiB. zlib checks each member's CRC32 and length trailer; like
+    :mod:`gzip`, concatenated members are read on and zero padding after them is allowed.
+    """
+
+    def __init__(self, source: ChunkChannel, piece: int = 1 << 20) -> None:
+        self._source = source
+        self._piece = piece
+        self._inflater: Any = None  # None between members
+        self._input = b""  # compressed bytes not yet given to the inflater
+        self._output = b""
+        self._position = 0
+
+    def read(self, size: int = -1, /) -> bytes:
+        """``size`` unpacked bytes (all that remain if negative), fewer only at the end.
+
+        Never short otherwise: tarfile takes a short header read for a truncated archive.
+        """
+        if size < 0:
+            return b"".join(iter(lambda: self.read(self._piece), b""))
+        return read_full(self._read_some, size)
+
+    def _read_some(self, size: int) -> bytes:
+        while self._position >= len(self._output):
+            if size == 0 or not self._inflate(max(size, self._piece)):
+                return b""
+        end = min(len(self._output), self._position + size)
+        start, self._position = self._position, end
+        if start == 0 and end == len(self._output):
+            return self._output
+        return self._output[start:end]
+
+    def _inflate(self, limit: int) -> bool:
+        """Refill the output buffer; False at the clean end of the data."""
+        while True:
+            if self._inflater is None and not self._begin_member():
+                return False
+            if not self._input:
+                self._input = self._source.read_piece()
+                if not self._input:
+                    raise EOFError("Compressed file ended before the end-of-stream marker "
+                                   "was reached")
+            out = self._inflater.decompress(self._input, limit)
+            self._input = self._inflater.unconsumed_tail
+            if self._inflater.eof:
+                self._input = self._inflater.unused_data + self._input
+                self._inflater = None
+            if out:
+                self._output, self._position = out, 0
+                return True
+
+    def _begin_member(self) -> bool:
+        """Start the next gzip member; False if only zero padding (or nothing) is left."""
+        while True:
+            self._input = self._input.lstrip(b"\0")
+            if len(self._input) >= len(GZIP_MAGIC):
+                break
+            more = self._source.read_piece()
+            if not more:
+                if self._input:  # a lone byte that is not padding
+                    raise gzip.BadGzipFile(f"Not a gzipped file ({self._input!r})")
+                return False
+            self._input += more
+        if not self._input.startswith(GZIP_MAGIC):
+            raise gzip.BadGzipFile(f"Not a gzipped file ({self._input[:2]!r})")
+        self._inflater = zlib_ng.decompressobj(16 + zlib_ng.MAX_WBITS)
+        return True

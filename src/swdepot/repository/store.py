@@ -28,7 +28,8 @@ DIRECT_ALIGN = 4096  # covers the logical block size of every common device
 
 
 class Upload(Protocol):
-    def write(self, chunk: bytes) -> None: ...
+    def write(self, chunk: bytes | memoryview) -> None:
+        """Append ``chunk``. It is only valid during the call: its buffer is reused after."""
 
     def flush(self) -> None:
         """Make the bytes written so far durable; commit() is cheap afterwards.
@@ -98,17 +99,30 @@ class _LocalUpload:
         """True when the bytes bypass the page cache (``O_DIRECT``)."""
         return self._buffer is not None
 
-    def write(self, chunk: bytes) -> None:
-        """Append all of ``chunk``; raises OSError (ENOSPC, EIO...) if the store cannot."""
+    def write(self, chunk: bytes | memoryview) -> None:
+        """Append all of ``chunk``; raises OSError (ENOSPC, EIO...) if the store cannot.
+
+        A page-aligned chunk of whole blocks (the transfer pipeline's pooled blocks) is
+        written directly as it is; anything else is gathered in the aligned buffer.
+        """
         assert self._fd is not None, "upload already finished"
         self._durable = False
+        view = memoryview(chunk)
         if self._buffer is None:
-            _write_all(self._fd, memoryview(chunk))
-            self._size += len(chunk)
+            _write_all(self._fd, view)
+            self._size += len(view)
             if self._size - self._flushed >= WRITEBACK_WINDOW:
                 self._flushed = _start_writeback(self._fd, self._flushed, self._size)
             return
-        view = memoryview(chunk)
+        if not self._pending and _aligned(view):
+            try:
+                _write_all(self._fd, view, direct=True)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+            else:
+                self._size += len(view)
+                return
         while view:
             take = min(len(view), DIRECT_BUFFER - self._pending)
             self._buffer[self._pending:self._pending + take] = view[:take]
@@ -241,6 +255,15 @@ def _enable_direct(fd: int) -> bool:
     except OSError:
         return False
     return True
+
+
+def _aligned(view: memoryview) -> bool:
+    """Whether ``view`` can be written with O_DIRECT as it is: whole blocks at an aligned
+    address. Only writable buffers expose their address to ctypes; bytes never qualify."""
+    if not view.nbytes or view.nbytes % DIRECT_ALIGN or view.readonly or not view.contiguous:
+        return False
+    address = ctypes.addressof(ctypes.c_char.from_buffer(view))
+    return address % DIRECT_ALIGN == 0
 
 
 def _disable_direct(fd: int) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import mmap
 import queue
 import threading
 from collections.abc import Callable, Sequence
@@ -32,6 +33,7 @@ from swdepot.repository.store import Upload
 log = logging.getLogger(__name__)
 
 QUEUE_DEPTH = 4  # 1 MiB blocks: enough to ride out jitter, little enough to keep RSS flat
+POOL_BLOCKS = QUEUE_DEPTH + 2  # one being filled, one in flight besides the queued ones
 BLOCK_SIZE = 1 << 20
 _DONE = b""
 
@@ -57,6 +59,37 @@ def _write_failed(exc: OSError) -> OntapError:
     return placement_failed(exc.strerror or str(exc))
 
 
+class _Block:
+    """One page-aligned 1 MiB buffer, shared read-only by every worker once it is full.
+
+    Page alignment lets a store write it with ``O_DIRECT`` as it is, without copying it
+    into a buffer of its own. The last worker to finish with a block gives it back to
+    its pool, so the same few warm pages are reused for the whole transfer.
+    """
+
+    __slots__ = ("_holders", "_lock", "_pool", "buffer", "filled")
+
+    def __init__(self, pool: queue.SimpleQueue[_Block]) -> None:
+        self.buffer = mmap.mmap(-1, BLOCK_SIZE)
+        self.filled = 0
+        self._holders = 0
+        self._lock = threading.Lock()
+        self._pool = pool
+
+    def share(self, holders: int) -> memoryview:
+        """Hand the filled part to ``holders`` workers; each must call :meth:`release`."""
+        self._holders = holders
+        return memoryview(self.buffer)[:self.filled]
+
+    def release(self) -> None:
+        with self._lock:
+            self._holders -= 1
+            last = self._holders == 0
+        if last:
+            self.filled = 0
+            self._pool.put(self)
+
+
 class _Worker:
     """One consumer of the block stream on its own thread: a store copy or the sha256.
 
@@ -65,30 +98,37 @@ class _Worker:
     costs no CPU while the hash and the inspector go on.
     """
 
-    def __init__(self, name: str, consume: Callable[[bytes], None],
+    def __init__(self, name: str, consume: Callable[[memoryview], None],
                  conclude: Callable[[], None] = lambda: None) -> None:
         self._consume = consume
         self._conclude = conclude
-        self._queue: queue.Queue[bytes] = queue.Queue(QUEUE_DEPTH)
+        self._queue: queue.Queue[tuple[memoryview, _Block] | bytes] = queue.Queue(QUEUE_DEPTH)
         self.error: OntapError | None = None
         self._stop = threading.Event()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def put(self, chunk: bytes) -> None:
-        """Hand a chunk over, waiting while the queue is full (back-pressure)."""
+    def put(self, view: memoryview, block: _Block) -> None:
+        """Hand a shared block over, waiting while the queue is full (back-pressure)."""
+        self._offer((view, block))
+
+    def _offer(self, item: tuple[memoryview, _Block] | bytes) -> None:
         while not self._stop.is_set():
             try:
-                self._queue.put(chunk, timeout=0.1)
+                self._queue.put(item, timeout=0.1)
                 return
             except queue.Full:
                 continue
 
     def _run(self) -> None:
         try:
-            while (chunk := self._queue.get()) is not _DONE:
-                self._consume(chunk)
+            while (item := self._queue.get()) is not _DONE:
+                assert isinstance(item, tuple)
+                view, block = item
+                if not self._stop.is_set():
+                    self._consume(view)
+                block.release()
             if not self._stop.is_set():
                 self._conclude()
         except OSError as exc:
@@ -103,7 +143,7 @@ class _Worker:
         """No more chunks: the thread consumes what is queued, concludes and ends."""
         if not self._closed:
             self._closed = True
-            self.put(_DONE)
+            self._offer(_DONE)
 
     def finish(self) -> None:
         """Wait until every queued chunk is consumed and concluded; re-raise a failure."""
@@ -150,8 +190,10 @@ class PackageSink:
         self._workers = [_Worker(f"swdepot-copy-{n}", upload.write, upload.flush)
                          for n, upload in enumerate(self.uploads)]
         self._workers.append(_Worker("swdepot-sha256", self._digest.update))
-        self._block = bytearray(BLOCK_SIZE)  # reused: filled, copied out once, refilled
-        self._filled = 0
+        self._pool: queue.SimpleQueue[_Block] = queue.SimpleQueue()
+        for _ in range(POOL_BLOCKS):
+            self._pool.put(_Block(self._pool))
+        self._block: _Block | None = None
         self.bytes_written = 0
 
     def write(self, chunk: bytes) -> None:
@@ -167,31 +209,43 @@ class PackageSink:
         if failure is not None:
             raise failure
         self.bytes_written += len(chunk)
-        if not self._filled and len(chunk) >= BLOCK_SIZE:
-            self._emit(chunk)
-            return
         view = memoryview(chunk)
         while view:
-            take = min(len(view), BLOCK_SIZE - self._filled)
-            self._block[self._filled:self._filled + take] = view[:take]
-            self._filled += take
+            block = self._block or self._take_block()
+            take = min(len(view), BLOCK_SIZE - block.filled)
+            block.buffer[block.filled:block.filled + take] = view[:take]
+            block.filled += take
             view = view[take:]
-            if self._filled == BLOCK_SIZE:
+            if block.filled == BLOCK_SIZE:
                 self._drain()
 
-    def _drain(self) -> None:
-        if self._filled:
-            block = bytes(memoryview(self._block)[:self._filled])
-            self._filled = 0
-            self._emit(block)
+    def _take_block(self) -> _Block:
+        """A free block, waiting while every block is still in use (back-pressure)."""
+        while True:
+            try:
+                self._block = self._pool.get(timeout=0.1)
+                return self._block
+            except queue.Empty:
+                failure = self.inspector.failed() or self._failure()
+                if failure is not None:
+                    raise failure from None
 
     def _failure(self) -> OntapError | None:
         return next((w.error for w in self._workers if w.error is not None), None)
 
-    def _emit(self, block: bytes) -> None:
+    def _drain(self) -> None:
+        """Send the current block to every worker and a copy of it to the inspector.
+
+        The inspector gets ``bytes`` because it may hold on to data longer than one
+        block's trip through the pool (the archive reader keeps partial reads).
+        """
+        block, self._block = self._block, None
+        if block is None or not block.filled:
+            return
+        view = block.share(len(self._workers))
+        self.inspector.feed(bytes(view))
         for worker in self._workers:
-            worker.put(block)
-        self.inspector.feed(block)
+            worker.put(view, block)
 
     def check_expected_size(self, expected: int | None) -> None:
         """Refuse early when the server announces a size above the limit."""
