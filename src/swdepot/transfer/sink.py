@@ -203,8 +203,24 @@ class PackageSink:
         with a 1 MiB buffer. Small chunks are gathered into 1 MiB blocks first, so the
         per-block work (two queue hand-overs, three writes) runs 64 times less often.
         """
-        if self.bytes_written + len(chunk) > self._max_bytes:
+        size = len(chunk)
+        if self.bytes_written + size > self._max_bytes:
             raise TooLarge(self._max_bytes)
+        block = self._block
+        if block is not None and block.filled + size < BLOCK_SIZE:
+            # the common case, once per libcurl callback: keep it to one copy, no checks
+            block.buffer[block.filled:block.filled + size] = chunk
+            block.filled += size
+            self.bytes_written += size
+            return
+        self._write_across_blocks(chunk)
+
+    def _write_across_blocks(self, chunk: bytes) -> None:
+        """The chunk fills the current block: pass it on and continue in fresh blocks.
+
+        Failures of the workers or the inspector are checked here, once per block, so a
+        bad package still stops the transfer within a MiB (and before the first byte).
+        """
         failure = self.inspector.failed() or self._failure()
         if failure is not None:
             raise failure
