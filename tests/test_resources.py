@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -68,8 +68,9 @@ def test_disk_full_mid_transfer_fails_cleanly_and_releases_the_space(
 
 
 class _NoInspection:
-    def feed(self, chunk: bytes) -> None:
-        pass
+    def feed(self, chunk: bytes | memoryview, release: Callable[[], None] | None = None) -> None:
+        if release is not None:
+            release()
 
     def failed(self) -> None:
         return None

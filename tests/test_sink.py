@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,10 @@ class Recording:
     def __init__(self) -> None:
         self.blocks: list[int] = []
 
-    def feed(self, chunk: bytes) -> None:
+    def feed(self, chunk: bytes | memoryview, release: Callable[[], None] | None = None) -> None:
         self.blocks.append(len(chunk))
+        if release is not None:
+            release()
 
     def failed(self) -> None:
         return None

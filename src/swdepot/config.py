@@ -53,6 +53,9 @@ class Settings:
     stall_min_speed: int = 1  # bytes per second; 1 means "no progress at all"
     max_duration: float = 3600.0  # ONTAP's 1-hour limit (10551383), retries included
     max_package_bytes: int = 64 << 30
+    # Run each transfer in a forked child process, so libcurl's per-16-KiB callbacks never
+    # compete with the API for the GIL (docs/performance.md). False: on a service thread.
+    transfer_process: bool = True
     # Retries of transient transfer failures (reset, truncation, 5xx, connect timeout)
     retries: int = 5  # consecutive failed attempts without progress before giving up
     retry_base_delay: float = 1.0  # first back-off; doubles per failure, with jitter

@@ -7,6 +7,7 @@ global state: a test can build several, each on its own data directory.
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import ssl
 import sys
@@ -39,7 +40,8 @@ from swdepot.software.profile import ClusterProfile
 from swdepot.software.update import Pace
 from swdepot.software.upload import UploadService
 from swdepot.transfer.curl import CurlOptions
-from swdepot.transfer.engine import TransferEngine
+from swdepot.transfer.engine import Engine, TransferEngine
+from swdepot.transfer.process import ForkingEngine
 from swdepot.transfer.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -69,7 +71,7 @@ class Service:
             pace=Pace(settings.update_step_seconds, settings.update_minute_seconds),
         )
         node = settings.node
-        engine = TransferEngine(
+        engine: Engine = TransferEngine(
             CurlOptions(
                 ca_bundle=ca_bundle(settings),
                 allowed_networks=settings.allowed_network_objects(),
@@ -82,6 +84,8 @@ class Service:
                               settings.retry_max_delay),
             max_duration=settings.max_duration,
         )
+        if settings.transfer_process and hasattr(os, "fork"):
+            engine = ForkingEngine(engine)
         self.ingest = PackageIngest(self.repository, self.validation_policy,
                                     settings.max_package_bytes)
         self.downloads = DownloadService(

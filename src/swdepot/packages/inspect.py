@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from types import TracebackType
@@ -74,19 +75,26 @@ class PackageInspector:
         """Bytes fed so far (including those ignored after a failure)."""
         return self._received
 
-    def feed(self, chunk: bytes) -> None:
+    def feed(self, chunk: bytes | memoryview,
+             release: Callable[[], None] | None = None) -> None:
         """Hand over the next chunk; blocks only while the inspection queue is full.
 
-        ``bytes`` are passed on without copying; other buffers are copied once because the
-        caller may reuse them. After a failure or abort this only counts the bytes.
+        ``bytes`` are passed on without copying. Other buffers are copied once, because
+        the caller may reuse them, unless ``release`` is given: then the buffer is read
+        in place and ``release`` is called once the inspector no longer needs it (also
+        when it is not read at all). After a failure or abort this only counts the bytes.
         """
         if self._state is _State.FINISHED:
             raise RuntimeError("feed() after finish()")
         self._received += len(chunk)
-        if self._channel is None or self._done.is_set() or self._state is _State.ABORTED:
+        if (self._channel is None or self._done.is_set() or self._state is _State.ABORTED
+                or not chunk):
+            if release is not None:
+                release()
             return
-        if chunk:
-            self._channel.put(chunk if type(chunk) is bytes else bytes(chunk), self._done)
+        if release is None and type(chunk) is not bytes:
+            chunk = bytes(chunk)
+        self._channel.put(chunk, self._done, release)
 
     def failed(self) -> PackageInvalid | None:
         """The failure found so far, if any; lets the transfer stop early."""

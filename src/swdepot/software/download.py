@@ -29,7 +29,7 @@ from swdepot.jobs.store import JobStore, SlotTaken
 from swdepot.repository.catalog import PackageRecord
 from swdepot.repository.repository import Repository
 from swdepot.software.ingest import PackageIngest
-from swdepot.transfer.engine import TransferEngine
+from swdepot.transfer.engine import Engine
 from swdepot.transfer.url import Credentials, DownloadUrl, parse_download_url
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class DownloadService:
     """Starts package downloads and answers for their status."""
 
     def __init__(self, *, runner: JobRunner, jobs: JobStore, repository: Repository,
-                 ingest: PackageIngest, engine: TransferEngine, node: str,
+                 ingest: PackageIngest, engine: Engine, node: str,
                  update_in_progress: Callable[[], bool] = lambda: False) -> None:
         self._runner = runner
         self._jobs = jobs

@@ -7,6 +7,7 @@ continuing where the last stopped; FILE reads a local file and has nothing to re
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Protocol
 
 from swdepot.transfer.control import Control
 from swdepot.transfer.curl import CurlFetcher, CurlOptions, ResumeState
@@ -14,6 +15,13 @@ from swdepot.transfer.file import FileFetcher
 from swdepot.transfer.retry import Retrier, RetryPolicy
 from swdepot.transfer.sink import PackageSink
 from swdepot.transfer.url import Credentials, DownloadUrl
+
+
+class Engine(Protocol):
+    """Anything that fetches a URL into a sink: this engine, or it run in a child process."""
+
+    def fetch(self, url: DownloadUrl, credentials: Credentials, sink: Any,
+              control: Control) -> None: ...
 
 
 class TransferEngine:

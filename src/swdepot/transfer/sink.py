@@ -32,14 +32,15 @@ from swdepot.repository.store import Upload
 
 log = logging.getLogger(__name__)
 
-QUEUE_DEPTH = 4  # 1 MiB blocks: enough to ride out jitter, little enough to keep RSS flat
+QUEUE_DEPTH = 2  # 1 MiB blocks: enough to ride out jitter, little enough to keep RSS flat
 POOL_BLOCKS = QUEUE_DEPTH + 2  # one being filled, one in flight besides the queued ones
 BLOCK_SIZE = 1 << 20
 _DONE = b""
 
 
 class Inspector(Protocol):
-    def feed(self, chunk: bytes) -> None: ...
+    def feed(self, chunk: bytes | memoryview,
+             release: Callable[[], None] | None = None) -> None: ...
 
     def failed(self) -> OntapError | None: ...
 
@@ -63,18 +64,20 @@ class _Block:
     """One page-aligned 1 MiB buffer, shared read-only by every worker once it is full.
 
     Page alignment lets a store write it with ``O_DIRECT`` as it is, without copying it
-    into a buffer of its own. The last worker to finish with a block gives it back to
-    its pool, so the same few warm pages are reused for the whole transfer.
+    into a buffer of its own. The last worker to finish with a block calls ``on_free``:
+    pooled blocks go back to their pool, so the same few warm pages are reused for the
+    whole transfer; a block another process filled goes back to that process.
     """
 
-    __slots__ = ("_holders", "_lock", "_pool", "buffer", "filled")
+    __slots__ = ("_holders", "_lock", "_on_free", "buffer", "filled")
 
-    def __init__(self, pool: queue.SimpleQueue[_Block]) -> None:
-        self.buffer = mmap.mmap(-1, BLOCK_SIZE)
-        self.filled = 0
+    def __init__(self, buffer: mmap.mmap | memoryview,
+                 on_free: Callable[[_Block], None], filled: int = 0) -> None:
+        self.buffer = buffer
+        self.filled = filled
         self._holders = 0
         self._lock = threading.Lock()
-        self._pool = pool
+        self._on_free = on_free
 
     def share(self, holders: int) -> memoryview:
         """Hand the filled part to ``holders`` workers; each must call :meth:`release`."""
@@ -86,8 +89,7 @@ class _Block:
             self._holders -= 1
             last = self._holders == 0
         if last:
-            self.filled = 0
-            self._pool.put(self)
+            self._on_free(self)
 
 
 class _Worker:
@@ -192,7 +194,7 @@ class PackageSink:
         self._workers.append(_Worker("swdepot-sha256", self._digest.update))
         self._pool: queue.SimpleQueue[_Block] = queue.SimpleQueue()
         for _ in range(POOL_BLOCKS):
-            self._pool.put(_Block(self._pool))
+            self._pool.put(_Block(mmap.mmap(-1, BLOCK_SIZE), self._recycle))
         self._block: _Block | None = None
         self.bytes_written = 0
 
@@ -221,7 +223,7 @@ class PackageSink:
         Failures of the workers or the inspector are checked here, once per block, so a
         bad package still stops the transfer within a MiB (and before the first byte).
         """
-        failure = self.inspector.failed() or self._failure()
+        failure = self.failure()
         if failure is not None:
             raise failure
         self.bytes_written += len(chunk)
@@ -235,6 +237,31 @@ class PackageSink:
             if block.filled == BLOCK_SIZE:
                 self._drain()
 
+    def write_block(self, view: memoryview, release: Callable[[], None]) -> None:
+        """Take a block filled elsewhere (a transfer process's shared memory), uncopied.
+
+        ``release`` is called, from whichever thread finishes last, once no worker needs
+        the bytes any more; the caller must not reuse the memory before that.
+        """
+        size = len(view)
+        if self.bytes_written + size > self._max_bytes:
+            raise TooLarge(self._max_bytes)
+        failure = self.failure()
+        if failure is not None:
+            raise failure
+        self._drain()  # bytes written the ordinary way come first
+        self.bytes_written += size
+        self._block = _Block(view, lambda _block: release(), filled=size)
+        self._drain()
+
+    @property
+    def max_bytes(self) -> int:
+        return self._max_bytes
+
+    def _recycle(self, block: _Block) -> None:
+        block.filled = 0
+        self._pool.put(block)
+
     def _take_block(self) -> _Block:
         """A free block, waiting while every block is still in use (back-pressure)."""
         while True:
@@ -242,24 +269,26 @@ class PackageSink:
                 self._block = self._pool.get(timeout=0.1)
                 return self._block
             except queue.Empty:
-                failure = self.inspector.failed() or self._failure()
+                failure = self.failure()
                 if failure is not None:
                     raise failure from None
 
-    def _failure(self) -> OntapError | None:
-        return next((w.error for w in self._workers if w.error is not None), None)
+    def failure(self) -> OntapError | None:
+        """Why the package cannot be kept, if that is already known (bad archive, full
+        disk...): the transfer can stop early."""
+        return self.inspector.failed() or next(
+            (w.error for w in self._workers if w.error is not None), None)
 
     def _drain(self) -> None:
-        """Send the current block to every worker and a copy of it to the inspector.
+        """Send the current block to every worker and to the inspector, uncopied.
 
-        The inspector gets ``bytes`` because it may hold on to data longer than one
-        block's trip through the pool (the archive reader keeps partial reads).
+        Each of them releases it when done; the last release frees the block.
         """
         block, self._block = self._block, None
         if block is None or not block.filled:
             return
-        view = block.share(len(self._workers))
-        self.inspector.feed(bytes(view))
+        view = block.share(len(self._workers) + 1)
+        self.inspector.feed(view, block.release)
         for worker in self._workers:
             worker.put(view, block)
 
