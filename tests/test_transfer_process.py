@@ -21,15 +21,13 @@ SLOW = 128 * 1024  # bytes per second: long enough to catch the child at work
 
 
 def _children(pid: int) -> list[int]:
-    """Live (not zombie) children of ``pid``, from /proc."""
+    """Live (not zombie) children of ``pid``, as the kernel lists them per thread."""
     found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.append(int(stat.parent.name))
+    for listing in Path(f"/proc/{pid}/task").glob("*/children"):
+        for child in listing.read_text().split():
+            status = Path(f"/proc/{child}/status")
+            if status.exists() and "State:\tZ" not in status.read_text():
+                found.append(int(child))
     return found
 
 
@@ -58,6 +56,10 @@ def test_the_transfer_runs_in_a_child_holding_only_its_socket(swdepot, http_serv
     uuid = _start_slow_download(swdepot.api, http_server_noauth, content_dir, "child.tgz",
                                 "9.18.1")
     child = _wait_for_child()
+    deadline = time.monotonic() + 20  # bytes flowing: the child is past its start-up
+    while not swdepot.api.get("/api/cluster/software/download").json().get("bytes_done"):
+        assert time.monotonic() < deadline, "the download never started"
+        time.sleep(0.05)
     # stdio, its socket to the parent, and what libcurl opened itself (the connection)
     fds = {int(fd.name): os.readlink(fd) for fd in Path(f"/proc/{child}/fd").iterdir()}
     inherited = {fd: target for fd, target in fds.items()
