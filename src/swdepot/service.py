@@ -85,9 +85,9 @@ class Service:
             max_duration=settings.max_duration,
         )
         if settings.transfer_process and hasattr(os, "fork"):
-            engine = ForkingEngine(engine)
+            engine = ForkingEngine(engine, nice=settings.transfer_nice)
         self.ingest = PackageIngest(self.repository, self.validation_policy,
-                                    settings.max_package_bytes)
+                                    settings.max_package_bytes, nice=settings.transfer_nice)
         self.downloads = DownloadService(
             runner=self.runner, jobs=self.jobs, repository=self.repository, ingest=self.ingest,
             engine=engine, node=node, update_in_progress=self.profile.update_in_progress,

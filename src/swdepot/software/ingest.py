@@ -26,10 +26,11 @@ class PackageIngest:
     """Streams a package into staging, validates it and publishes it."""
 
     def __init__(self, repository: Repository, policy: Callable[[], ValidationPolicy],
-                 max_package_bytes: int) -> None:
+                 max_package_bytes: int, *, nice: int = 0) -> None:
         self._repository = repository
         self._policy = policy
         self._max_bytes = max_package_bytes
+        self._nice = nice  # CPU priority of the pipeline's threads (swdepot/priority.py)
 
     @property
     def max_package_bytes(self) -> int:
@@ -42,7 +43,8 @@ class PackageIngest:
         """
         policy = self._policy()
         sink = PackageSink(lambda: self._repository.stage().uploads,
-                           lambda: PackageInspector(file_name, policy), self._max_bytes)
+                           lambda: PackageInspector(file_name, policy, nice=self._nice),
+                           self._max_bytes, nice=self._nice)
         try:
             feed(sink)
             ctx.report(PROCESSING, bytes_done=sink.bytes_written,

@@ -43,6 +43,7 @@ from collections import deque
 from typing import Any
 
 from swdepot.errors import DOWNLOAD_FAILED, OntapError
+from swdepot.priority import lower_this_thread
 from swdepot.transfer.control import Cancelled, Control, failed
 from swdepot.transfer.engine import Engine
 from swdepot.transfer.sink import BLOCK_SIZE, POOL_BLOCKS, PackageSink, TooLarge
@@ -63,8 +64,9 @@ _PR_SET_PDEATHSIG = 1
 class ForkingEngine:
     """Runs an engine's ``fetch`` in a forked child; same signature, same errors."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, nice: int = 0) -> None:
         self._engine = engine
+        self._nice = nice  # the child's CPU priority (swdepot/priority.py)
 
     def fetch(self, url: DownloadUrl, credentials: Credentials, sink: PackageSink,
               control: Control) -> None:
@@ -76,7 +78,7 @@ class ForkingEngine:
             if pid == 0:  # pragma: no cover - the child's coverage is not collected
                 ours.close()
                 _child(self._engine, url, credentials, sink.bytes_written, sink.max_bytes,
-                       ring, theirs)
+                       ring, theirs, self._nice)
             theirs.close()
             try:
                 _Pump(ring, ours, sink, control).run()
@@ -200,12 +202,14 @@ def _reap(pid: int) -> None:
 
 
 def _child(engine: Engine, url: DownloadUrl, credentials: Credentials, offset: int,
-           max_bytes: int, ring: mmap.mmap, sock: socket.socket) -> None:  # pragma: no cover
+           max_bytes: int, ring: mmap.mmap, sock: socket.socket,
+           nice: int) -> None:  # pragma: no cover
     """The child's whole life: fetch into the ring, report how it ended, exit."""
     status = 1
     try:
         gc.disable()  # a collection would write to every object's page: copies of them all
         _detach(sock.fileno())
+        lower_this_thread(nice)  # the child's only thread
         _forward_logs(sock)
         sink = _RingSink(ring, sock, offset, max_bytes)
         result: dict[str, Any] = {"ok": True}
