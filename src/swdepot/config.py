@@ -57,8 +57,9 @@ class Settings:
     # compete with the API for the GIL (docs/performance.md). False: on a service thread.
     transfer_process: bool = True
     # CPU priority (nice, 0-19) of the threads and process that move, hash and check package
-    # bytes: when the CPU is short the API is served first. 0 treats them like the API.
-    transfer_nice: int = 19
+    # bytes. 19 serves the API first when the CPU is short (2-3x the request rate under load)
+    # but slows downloads that compete with a local server for it (docs/performance.md).
+    transfer_nice: int = 0
     # Retries of transient transfer failures (reset, truncation, 5xx, connect timeout)
     retries: int = 5  # consecutive failed attempts without progress before giving up
     retry_base_delay: float = 1.0  # first back-off; doubles per failure, with jitter

@@ -3,8 +3,9 @@
 When the two cores are short, a poll of a job should not wait behind the download it
 asks about: the download is batch work, the poll a person or a script waiting. Linux
 schedules threads individually, so the threads that move and check package bytes lower
-their own priority (``nice``) while the event loop keeps the default. With idle CPU a
-lower priority costs nothing: the download runs at full speed (docs/performance.md).
+their own priority (``nice``, setting ``transfer_nice``) while the event loop keeps the
+default. With idle CPU a lower priority costs nothing; when the server the package comes
+from runs on the same machine, it does (docs/performance.md), hence off by default.
 """
 
 from __future__ import annotations
@@ -12,9 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-
-#: The default for background work: the lowest priority.
-BACKGROUND_NICE = 19
 
 
 def lower_this_thread(nice: int) -> None:
