@@ -135,8 +135,8 @@ class _Pump:
             self._view.release()
 
     def _watch(self) -> None:
-        """Between messages: report progress; pass on a cancel, or a failure the sink
-        found on its own."""
+        """After each block and between messages: report progress; pass on a cancel, or
+        a failure the sink found on its own, through the ring's stop flag."""
         self._report()
         if self._failure is None:
             self._failure = self._sink.failure()
@@ -153,10 +153,8 @@ class _Pump:
             except OntapError as exc:
                 self._failure = exc
         if self._failure is not None:
-            self._ring[_STOP] = 1
             self._free(slot, generation)
-            return
-        self._report()
+        self._watch()
 
     def _report(self) -> None:
         """Progress as the child last saw it (including its partly filled slot)."""
