@@ -104,8 +104,8 @@ class ArchiveScan:
     def _scan(self) -> None:
         """Walk every member, then check the end-of-archive marker and what follows it."""
         # Random-access mode over a forward-only file: skipping a member's data then costs
-        # one call per MiB instead of tarfile's stream-mode copies per bufsize, and header
-        # reads stay 512-byte reads (see ForwardFile).
+        # one read per inflated piece instead of tarfile's stream-mode copies per bufsize,
+        # and header reads stay 512-byte reads (see ForwardFile).
         with tarfile.TarFile(
             fileobj=ForwardFile(self._unpacked), mode="r", tarinfo=_BoundedTarInfo,
             encoding="utf-8",

@@ -252,9 +252,10 @@ class ForwardFile:
     tarfile's stream mode (``"r|"``) skips a member's data by reading it through its
     own buffer one ``bufsize`` at a time, copying each piece twice; for a GiB-sized
     ONTAP image that is tens of thousands of Python calls, each taking the GIL from the
-    transfer thread. Random-access mode only asks for ``seek``, which this answers by
-    reading on in 1 MiB pieces, and it never seeks back when members are read in order
-    (a backward seek raises, as in stream mode).
+    service's other threads. Random-access mode only asks for ``seek``, which this
+    answers by reading on in :data:`UNPACK_PIECE` pieces with no further copy, and it
+    never seeks back when members are read in order (a backward seek raises, as in
+    stream mode).
     """
 
     def __init__(self, source: Readable, skip_piece: int = UNPACK_PIECE) -> None:
@@ -288,14 +289,14 @@ GZIP_MAGIC = b"\x1f\x8b"
 
 
 class GunzipReader:
-    """Inflates the gzip stream arriving on a ChunkChannel, one zlib call per chunk.
+    """Inflates the gzip stream arriving on a ChunkChannel, straight from its chunks.
 
-    A gzip file object pulls compressed input in small reads and re-enters Python for
-    each; on the inspection thread every such entry takes the GIL back from the transfer
-    thread, which needs it for each 16 KiB libcurl hands over. Inflating whole chunks
-    (``max_length`` bounds the output, so a bomb cannot balloon memory) keeps that to a
-    few GIL hand-overs per MiB. zlib checks each member's CRC32 and length trailer; like
-    :mod:`gzip`, concatenated members are read on and zero padding after them is allowed.
+    A gzip file object pulls compressed input in small reads, copies it, and re-enters
+    Python for each; every such entry takes the GIL from the service's other threads.
+    This feeds zlib zero-copy windows of the arriving chunks, :data:`UNPACK_PIECE` at a
+    time (``max_length`` bounds the output too, so a bomb cannot balloon memory). zlib
+    checks each member's CRC32 and length trailer; like :mod:`gzip`, concatenated members
+    are read on and zero padding after them is allowed.
     """
 
     def __init__(self, source: ChunkChannel, piece: int = UNPACK_PIECE) -> None:
@@ -353,20 +354,19 @@ class GunzipReader:
 
     def _begin_member(self) -> bool:
         """Start the next gzip member; False if only zero padding (or nothing) is left."""
-        self._input, self._offset = bytes(self._input[self._offset:]), 0  # rare: a copy is fine
+        head = bytes(self._input[self._offset:])  # rare (once per member): a copy is fine
         while True:
-            if self._input[:1] == b"\0":  # padding between members: rare, a copy is fine
-                self._input = bytes(self._input).lstrip(b"\0")
-            if len(self._input) >= len(GZIP_MAGIC):
+            head = head.lstrip(b"\0")  # zero padding between members is allowed
+            if len(head) >= len(GZIP_MAGIC):
                 break
             more = self._source.read_piece()
             if not more:
-                if self._input:  # a lone byte that is not padding
-                    raise gzip.BadGzipFile(f"Not a gzipped file ({bytes(self._input)!r})")
+                if head:  # a lone byte that is not padding
+                    raise gzip.BadGzipFile(f"Not a gzipped file ({head!r})")
                 return False
-            self._input = bytes(self._input) + bytes(more)
-        magic = bytes(self._input[:len(GZIP_MAGIC)])
-        if magic != GZIP_MAGIC:
-            raise gzip.BadGzipFile(f"Not a gzipped file ({magic!r})")
+            head += more
+        if not head.startswith(GZIP_MAGIC):
+            raise gzip.BadGzipFile(f"Not a gzipped file ({head[:len(GZIP_MAGIC)]!r})")
+        self._input, self._offset = head, 0
         self._inflater = zlib_ng.decompressobj(16 + zlib_ng.MAX_WBITS)
         return True
