@@ -229,9 +229,7 @@ class PackageSink:
         Failures of the workers or the inspector are checked here, once per block, so a
         bad package still stops the transfer within a MiB (and before the first byte).
         """
-        failure = self.failure()
-        if failure is not None:
-            raise failure
+        self._raise_failure()
         self.bytes_written += len(chunk)
         view = memoryview(chunk)
         while view:
@@ -250,11 +248,8 @@ class PackageSink:
         the bytes any more; the caller must not reuse the memory before that.
         """
         size = len(view)
-        if self.bytes_written + size > self._max_bytes:
-            raise TooLarge(self._max_bytes)
-        failure = self.failure()
-        if failure is not None:
-            raise failure
+        self.check_expected_size(self.bytes_written + size)
+        self._raise_failure()
         self._drain()  # bytes written the ordinary way come first
         self.bytes_written += size
         self._block = _Block(view, lambda _block: release(), filled=size)
@@ -275,9 +270,12 @@ class PackageSink:
                 self._block = self._pool.get(timeout=0.1)
                 return self._block
             except queue.Empty:
-                failure = self.failure()
-                if failure is not None:
-                    raise failure from None
+                self._raise_failure()
+
+    def _raise_failure(self) -> None:
+        failure = self.failure()
+        if failure is not None:
+            raise failure from None  # callers may be inside an except (an empty pool)
 
     def failure(self) -> OntapError | None:
         """Why the package cannot be kept, if that is already known (bad archive, full
