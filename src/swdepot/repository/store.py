@@ -25,6 +25,7 @@ STAGING = ".staging"
 WRITEBACK_WINDOW = 16 << 20  # buffered mode: start writeback every 16 MiB
 DIRECT_BUFFER = 1 << 20  # direct mode: bytes gathered before one aligned write
 DIRECT_ALIGN = 4096  # covers the logical block size of every common device
+_O_DIRECT = getattr(os, "O_DIRECT", 0)  # 0 where the platform has none
 
 
 class Upload(Protocol):
@@ -94,11 +95,6 @@ class _LocalUpload:
         if _enable_direct(self._fd):
             self._buffer = mmap.mmap(-1, DIRECT_BUFFER)  # page-aligned by construction
 
-    @property
-    def direct(self) -> bool:
-        """True when the bytes bypass the page cache (``O_DIRECT``)."""
-        return self._buffer is not None
-
     def write(self, chunk: bytes | memoryview) -> None:
         """Append all of ``chunk``; raises OSError (ENOSPC, EIO...) if the store cannot.
 
@@ -115,29 +111,23 @@ class _LocalUpload:
                 self._flushed = _start_writeback(self._fd, self._flushed, self._size)
             return
         if not self._pending and _aligned(view):
-            try:
-                _write_all(self._fd, view, direct=True)
-            except OSError as exc:
-                if exc.errno != errno.EINVAL:
-                    raise
-            else:
-                self._size += len(view)
-                return
+            self._write_direct(view)
+            self._size += len(view)
+            return
         while view:
             take = min(len(view), DIRECT_BUFFER - self._pending)
             self._buffer[self._pending:self._pending + take] = view[:take]
             self._pending += take
             view = view[take:]
             if self._pending == DIRECT_BUFFER:
-                self._write_block(DIRECT_BUFFER)
+                self._write_direct(memoryview(self._buffer))
                 self._pending = 0
         self._size += len(chunk)
 
-    def _write_block(self, length: int) -> None:
-        """Write the first ``length`` buffered bytes directly, or buffered from now on if
-        the file system accepted ``O_DIRECT`` at open but refuses it at write (EINVAL)."""
-        assert self._fd is not None and self._buffer is not None
-        view = memoryview(self._buffer)[:length]
+    def _write_direct(self, view: memoryview) -> None:
+        """Write aligned whole blocks directly, or buffered from now on if the file
+        system accepted ``O_DIRECT`` at open but refuses it at write (EINVAL)."""
+        assert self._fd is not None
         try:
             _write_all(self._fd, view, direct=True)
         except OSError as exc:
@@ -158,7 +148,7 @@ class _LocalUpload:
         if self._buffer is not None and self._pending:
             padded = -(-self._pending // DIRECT_ALIGN) * DIRECT_ALIGN
             self._buffer[self._pending:padded] = bytes(padded - self._pending)
-            self._write_block(padded)
+            self._write_direct(memoryview(self._buffer)[:padded])
             os.ftruncate(self._fd, self._size)
             os.lseek(self._fd, self._size - self._pending, os.SEEK_SET)
         os.fsync(self._fd)
@@ -247,11 +237,10 @@ class LocalDirStore:
 def _enable_direct(fd: int) -> bool:
     """Switch ``fd`` to direct I/O; False where the file system refuses (EINVAL) or the
     platform has no ``O_DIRECT``, and for ``SWDEPOT_BUFFERED_STORE=1`` (for comparison)."""
-    flag = getattr(os, "O_DIRECT", 0)
-    if not flag or os.environ.get("SWDEPOT_BUFFERED_STORE") == "1":
+    if not _O_DIRECT or os.environ.get("SWDEPOT_BUFFERED_STORE") == "1":
         return False
     try:
-        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | flag)
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | _O_DIRECT)
     except OSError:
         return False
     return True
@@ -267,8 +256,7 @@ def _aligned(view: memoryview) -> bool:
 
 
 def _disable_direct(fd: int) -> None:
-    flag = getattr(os, "O_DIRECT", 0)
-    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~flag)
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~_O_DIRECT)
 
 
 def _write_all(fd: int, view: memoryview, *, direct: bool = False) -> None:
