@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from inspectors import RecordingInspector
 from pkgfactory import make_package
 from swdepot.repository.store import LocalDirStore
 from swdepot.transfer.sink import PackageSink, TooLarge
@@ -67,22 +68,10 @@ def test_disk_full_mid_transfer_fails_cleanly_and_releases_the_space(
     assert svc.api.download(http_server_noauth.url("after.tgz"))["state"] == "success"
 
 
-class _NoInspection:
-    def feed(self, chunk: bytes | memoryview, release: Callable[[], None] | None = None) -> None:
-        if release is not None:
-            release()
-
-    def failed(self) -> None:
-        return None
-
-    def abort(self) -> None:
-        pass
-
-
 def test_sink_refuses_bytes_beyond_the_maximum_while_streaming(tmp_path):
     """A server that announces no size (or lies about it) is stopped at the limit itself."""
     stores = [LocalDirStore(tmp_path / "a", "a"), LocalDirStore(tmp_path / "b", "b")]
-    sink = PackageSink(lambda: [s.begin() for s in stores], _NoInspection, max_bytes=1000)
+    sink = PackageSink(lambda: [s.begin() for s in stores], RecordingInspector, max_bytes=1000)
     sink.write(b"x" * 600)
     with pytest.raises(TooLarge):
         sink.write(b"x" * 600)

@@ -4,32 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from inspectors import RecordingInspector
 from swdepot.repository.store import LocalDirStore
 from swdepot.transfer.sink import BLOCK_SIZE, PackageSink
-
-
-class Recording:
-    """An inspector stand-in that records what it was fed (the real one is tested in
-    test_packages.py; here only the sink's block assembly is under test)."""
-
-    def __init__(self) -> None:
-        self.blocks: list[int] = []
-
-    def feed(self, chunk: bytes | memoryview, release: Callable[[], None] | None = None) -> None:
-        self.blocks.append(len(chunk))
-        if release is not None:
-            release()
-
-    def failed(self) -> None:
-        return None
-
-    def abort(self) -> None:
-        pass
 
 
 @pytest.mark.parametrize("sizes", ["tiny", "curl-like", "mixed", "huge"])
@@ -42,7 +23,7 @@ def test_copies_hold_exactly_the_stream(tmp_path: Path, sizes: str) -> None:
     if sizes == "tiny":
         data = data[: BLOCK_SIZE + 999]  # a byte at a time through 3 MiB would be slow
     stores = [LocalDirStore(tmp_path / "a", "a"), LocalDirStore(tmp_path / "b", "b")]
-    inspector = Recording()
+    inspector = RecordingInspector()
     sink = PackageSink(lambda: [s.begin() for s in stores], lambda: inspector, 1 << 40)
     offset = 0
     while offset < len(data):
@@ -62,7 +43,7 @@ def test_copies_hold_exactly_the_stream(tmp_path: Path, sizes: str) -> None:
 
 def test_rewind_drops_gathered_bytes(tmp_path: Path) -> None:
     stores = [LocalDirStore(tmp_path / "a", "a"), LocalDirStore(tmp_path / "b", "b")]
-    sink = PackageSink(lambda: [s.begin() for s in stores], Recording, 1 << 40)
+    sink = PackageSink(lambda: [s.begin() for s in stores], RecordingInspector, 1 << 40)
     sink.write(b"stale" * 1000)
     sink.rewind()
     sink.write(b"fresh")
