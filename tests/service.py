@@ -25,6 +25,7 @@ import uvicorn
 
 from swdepot.api.app import create_app
 from swdepot.config import Settings
+from swdepot.server import uvicorn_config
 from swdepot.service import Service
 from swdepot.tls import ensure_self_signed
 
@@ -103,9 +104,9 @@ class RunningService:
         self.service.start()
         cert, key = ensure_self_signed(settings.tls_dir, ["127.0.0.1"])
         self.cert = cert
-        config = uvicorn.Config(
-            create_app(self.service), host="127.0.0.1", port=settings.port, log_level="warning",
-            access_log=False, lifespan="off", timeout_graceful_shutdown=2,
+        config = uvicorn_config(
+            create_app(self.service), "127.0.0.1", settings.port, log_level="warning",
+            lifespan="off", timeout_graceful_shutdown=2,
             ssl_certfile=str(cert), ssl_keyfile=str(key),
         )
         self.server = uvicorn.Server(config)

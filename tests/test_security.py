@@ -117,12 +117,17 @@ def test_redirects_cannot_leave_http_or_the_allow_list(api, http_server_noauth, 
 
 # --- login rate limiting --------------------------------------------------------------------------
 
-def test_failed_logins_are_rate_limited_with_429(settings, start_service):
-    svc = start_service(settings, login_max_failures=3, login_failure_window=2)
-    url = f"https://127.0.0.1:{settings.port}/api/cluster"
+def _limited_session(svc) -> tuple[requests.Session, str]:
+    """A plain session to the service (no retries, no proxies) and the URL it guesses at."""
     session = requests.Session()
     session.trust_env = False
     session.verify = str(svc.cert)
+    return session, f"https://127.0.0.1:{svc.settings.port}/api/cluster"
+
+
+def test_failed_logins_are_rate_limited_with_429(settings, start_service):
+    session, url = _limited_session(start_service(settings, login_max_failures=3,
+                                                  login_failure_window=2))
     for _ in range(3):
         assert session.get(url, auth=("admin", "wrong"), timeout=30).status_code == 401
     refused = session.get(url, auth=("admin", "wrong"), timeout=30)
@@ -137,6 +142,20 @@ def test_failed_logins_are_rate_limited_with_429(settings, start_service):
         assert time.monotonic() < deadline
         time.sleep(0.2)
     assert status == 200
+    session.close()
+
+
+def test_x_forwarded_for_does_not_dodge_the_login_limit(settings, start_service):
+    """Failures count against the peer address, never one a caller claims for itself."""
+    session, url = _limited_session(start_service(settings, login_max_failures=2,
+                                                  login_failure_window=30))
+    for n in range(2):
+        spoofed = {"X-Forwarded-For": f"198.51.100.{n}"}
+        assert session.get(url, auth=("admin", "wrong"), headers=spoofed,
+                           timeout=30).status_code == 401
+    refused = session.get(url, auth=("admin", "wrong"),
+                          headers={"X-Forwarded-For": "198.51.100.7"}, timeout=30)
+    assert refused.status_code == 429
     session.close()
 
 

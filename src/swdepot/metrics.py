@@ -64,6 +64,10 @@ class Metrics:
         self.http_duration = Histogram(
             "swdepot_http_request_duration_seconds", "Time to answer an HTTP request.",
             ["route"], buckets=_HTTP_BUCKETS, registry=r)
+        # (method, route, status) -> its two children: labels() costs more than the
+        # increment it leads to, and every request would pay it twice. The key space
+        # is small: route templates, httptools' known methods and HTTP statuses.
+        self._http_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def watch(self, jobs: JobStore, catalog: PackageCatalog) -> None:
         """Report the shared state (repository, running download) at every scrape."""
@@ -97,8 +101,14 @@ class Metrics:
             self.downloads_failed.labels(str(job.code)).inc()
 
     def http_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.http_requests.labels(method, route, str(status)).inc()
-        self.http_duration.labels(route).observe(seconds)
+        key = (method, route, status)
+        children = self._http_children.get(key)
+        if children is None:
+            children = self._http_children[key] = (
+                self.http_requests.labels(method, route, str(status)),
+                self.http_duration.labels(route))
+        children[0].inc()
+        children[1].observe(seconds)
 
 
 class MeteredJobStore:

@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import uvicorn
+from starlette.types import ASGIApp
 
 from swdepot.api.app import create_app
 from swdepot.config import Settings
 from swdepot.service import Service
 from swdepot.tls import ensure_self_signed, harden
+
+
+def uvicorn_config(app: ASGIApp, host: str, port: int, **options: Any) -> uvicorn.Config:
+    """uvicorn as every swdepot listener runs it (the CLI's, the tests'); ``options`` add to it.
+
+    ``proxy_headers`` is off: uvicorn would otherwise take the client address from any
+    local caller's ``X-Forwarded-For``, and failed logins are counted per address.
+    """
+    defaults: dict[str, Any] = {
+        "loop": "uvloop", "http": "httptools", "server_header": False, "proxy_headers": False,
+        "access_log": False,
+        # Clients keep connections open; do not let them hold a shutdown up for ever.
+        "timeout_graceful_shutdown": 5,
+    }
+    return uvicorn.Config(app, host=host, port=port, **{**defaults, **options})
 
 
 def run(settings: Settings, *, log_level: str = "info") -> None:
@@ -22,13 +40,8 @@ def run(settings: Settings, *, log_level: str = "info") -> None:
             if cert is None or key is None:
                 cert, key = ensure_self_signed(settings.tls_dir, [settings.host])
             ssl_args = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
-        config = uvicorn.Config(
-            create_app(service), host=settings.host, port=settings.port,
-            log_level=log_level, access_log=False, lifespan="on", log_config=None,
-            loop="uvloop", http="httptools", server_header=False,
-            # Clients keep connections open; do not let them hold a shutdown up for ever.
-            timeout_graceful_shutdown=5, **ssl_args,
-        )
+        config = uvicorn_config(create_app(service), settings.host, settings.port,
+                                log_level=log_level, lifespan="on", log_config=None, **ssl_args)
         config.load()  # builds the SSL context, which is then tightened before serving
         if config.ssl is not None:
             harden(config.ssl)

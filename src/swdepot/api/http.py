@@ -75,9 +75,15 @@ def error_response(request: Request, exc: OntapError) -> Response:
 
 
 def query_pairs(request: Request) -> list[tuple[str, str]]:
-    """Decoded query pairs in order; invalid UTF-8 is a client error, not a crash."""
+    """Decoded query pairs in order; invalid UTF-8 is a client error, not a crash.
+
+    Read from the raw query string: ``request.url`` would rebuild the whole URL first.
+    """
+    raw: bytes = request.scope.get("query_string", b"")
+    if not raw:
+        return []
     try:
-        pairs = parse_qsl(request.url.query, keep_blank_values=True, errors="strict")
+        pairs = parse_qsl(raw.decode(), keep_blank_values=True, errors="strict")
     except (UnicodeDecodeError, ValueError):
         raise InvalidInput(262185, "The query string is not valid UTF-8.") from None
     for name, _ in pairs:

@@ -32,7 +32,8 @@ class ObserveMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        header = dict(scope["headers"]).get(REQUEST_ID_HEADER, b"").decode("latin-1")
+        header = next((value for name, value in scope["headers"] if name == REQUEST_ID_HEADER),
+                      b"").decode("latin-1")
         request_id = request_id_from(header)
         REQUEST_ID.set(request_id)  # the request's own task: no reset needed
         status = 500
@@ -52,9 +53,14 @@ class ObserveMiddleware:
             elapsed = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", UNMATCHED)
             self.metrics.http_request(scope["method"], route, status, elapsed)
-            principal = scope.get("principal")
-            access_log.info("%s %s %d", scope["method"], route, status, extra={
-                "method": scope["method"], "path": scope["path"], "route": route,
-                "status": status, "duration_ms": round(elapsed * 1000, 2),
-                "user": getattr(principal, "name", None),
-            })
+            if access_log.isEnabledFor(logging.INFO):
+                _log_access(scope, route, status, elapsed)
+
+
+def _log_access(scope: Scope, route: str, status: int, elapsed: float) -> None:
+    principal = scope.get("principal")
+    access_log.info("%s %s %d", scope["method"], route, status, extra={
+        "method": scope["method"], "path": scope["path"], "route": route,
+        "status": status, "duration_ms": round(elapsed * 1000, 2),
+        "user": getattr(principal, "name", None),
+    })

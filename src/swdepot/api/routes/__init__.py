@@ -12,5 +12,7 @@ from swdepot.api.routes import (
 )
 from swdepot.web import routes as web
 
-ROUTES = [*cluster.ROUTES, *download.ROUTES, *packages.ROUTES, *jobs.ROUTES, *upload.ROUTES,
+# Starlette tries routes in order and no two paths overlap, so the most polled resources
+# (jobs, the download status) come first: every request pays for the routes before its own.
+ROUTES = [*jobs.ROUTES, *download.ROUTES, *packages.ROUTES, *cluster.ROUTES, *upload.ROUTES,
           *metrics.ROUTES, *runtime.ROUTES, *openapi.ROUTES, *web.ROUTES]
