@@ -352,6 +352,28 @@ def curl_and_sha256(url: str, out: Path, *, ca_file: Path | None = None) -> floa
     return time.perf_counter() - start
 
 
+def two_direct_copies(directory: Path, size: int) -> float:
+    """Seconds for two ``dd oflag=direct conv=fsync`` writes of ``size`` bytes side by side.
+
+    The disk's part of swdepot's work: both repository copies, durable, on the same
+    device. ``curl -o`` leaves its file in the page cache and never waits for the disk,
+    so this is the floor below which no durable download can go on this machine.
+    """
+    count = max(1, size // MiB)
+    start = time.perf_counter()
+    writers = [subprocess.Popen(["dd", "if=/dev/zero", f"of={directory / f'dd-{n}.out'}",
+                                 "bs=1M", f"count={count}", "oflag=direct", "conv=fsync"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+               for n in range(2)]
+    for writer in writers:
+        if writer.wait() != 0:
+            raise RuntimeError("dd failed")
+    seconds = time.perf_counter() - start
+    for n in range(2):
+        (directory / f"dd-{n}.out").unlink()
+    return seconds
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values)
 
