@@ -16,7 +16,7 @@ import re
 import secrets
 import sys
 
-from pythonjsonlogger.json import JsonFormatter
+from pythonjsonlogger.orjson import OrjsonFormatter
 
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("swdepot_request_id",
                                                                         default=None)
@@ -46,7 +46,9 @@ def configure(level: str = "info", fmt: str = "json") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RequestIdFilter())
     if fmt == "json":
-        handler.setFormatter(JsonFormatter(
+        # orjson: the access log writes a line per request, and the standard library's
+        # encoder made each line cost more than the app's own work for a poll (84 vs 66 µs).
+        handler.setFormatter(OrjsonFormatter(
             "%(levelname)s %(name)s %(message)s %(request_id)s", timestamp="time",
             rename_fields={"levelname": "level", "name": "logger"},
         ))
