@@ -109,7 +109,10 @@ def main() -> int:
     server = start_http(work / "www", work / "nginx")
     quiet, loaded, loads, lags = [], [], [], []
     try:
-        with swdepot(work) as service:
+        # lag sampled every 10 ms, not the default 100 ms, so short stalls show
+        config = work / "api_load.toml"
+        config.write_text("loop_lag_interval = 0.01\n")
+        with swdepot(work, extra_args=("--config", str(config))) as service:
             url = server.url(image.name)
             for _ in range(args.reps):
                 quiet.append(service.download(url))

@@ -60,6 +60,10 @@ class Settings:
     # bytes. 19 serves the API first when the CPU is short (2-3x the request rate under load)
     # but slows downloads that compete with a local server for it (docs/performance.md).
     transfer_nice: int = 0
+    # Seconds between the event loop's lag samples (GET /api/swdepot/runtime). Each sample
+    # wakes the loop: every 10 ms cost an idle service 2 % of a core, every 100 ms 0.2 %.
+    # Benchmarks that chase short stalls set 0.01.
+    loop_lag_interval: float = 0.1
     # Retries of transient transfer failures (reset, truncation, 5xx, connect timeout)
     retries: int = 5  # consecutive failed attempts without progress before giving up
     retry_base_delay: float = 1.0  # first back-off; doubles per failure, with jitter

@@ -63,7 +63,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 def create_app(service: Service) -> Starlette:
     """A Starlette app serving ``service``; the caller owns the service's lifetime."""
-    monitor = LoopLagMonitor()
+    monitor = LoopLagMonitor(service.settings.loop_lag_interval)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:

@@ -14,14 +14,15 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-INTERVAL = 0.01
-WINDOW = 6000  # one minute of samples
+WINDOW = 6000  # samples kept: ten minutes at the default interval (config.py)
 
 
 class LoopLagMonitor:
     """Samples the event loop's wake-up lateness while the server runs."""
 
-    def __init__(self, interval: float = INTERVAL, window: int = WINDOW) -> None:
+    def __init__(self, interval: float, window: int = WINDOW) -> None:
+        if not interval > 0:
+            raise ValueError("the loop-lag interval must be a positive number of seconds")
         self._interval = interval
         self._samples: deque[float] = deque(maxlen=window)
         self._task: asyncio.Task[None] | None = None
