@@ -61,7 +61,7 @@ class Settings:
     # but slows downloads that compete with a local server for it (docs/performance.md).
     transfer_nice: int = 0
     # Seconds between the event loop's lag samples (GET /api/swdepot/runtime). Each sample
-    # wakes the loop: every 10 ms cost an idle service 2 % of a core, every 100 ms 0.2 %.
+    # wakes the loop: every 10 ms cost an idle service 2 % of a core, every 100 ms 0.3 %.
     # Benchmarks that chase short stalls set 0.01.
     loop_lag_interval: float = 0.1
     # Retries of transient transfer failures (reset, truncation, 5xx, connect timeout)
