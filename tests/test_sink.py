@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import mmap
 import random
 from pathlib import Path
 
@@ -52,3 +53,36 @@ def test_rewind_drops_gathered_bytes(tmp_path: Path) -> None:
     for store, upload in zip(stores, sink.uploads, strict=True):
         upload.commit("k")
         assert (store.root / "k").read_bytes() == b"fresh"
+
+
+def _aligned_block(data: bytes) -> memoryview:
+    """``data`` in page-aligned memory, as a transfer process's ring slot holds it."""
+    buffer = mmap.mmap(-1, max(len(data), 1))
+    buffer[:len(data)] = data
+    return memoryview(buffer)[:len(data)]
+
+
+@pytest.mark.parametrize("buffered", [False, True])
+def test_shared_blocks_reach_every_copy_intact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               buffered: bool) -> None:
+    """Blocks filled elsewhere (whole, a partial one, then unaligned ones after it, as a
+    resumed transfer sends) end up in order in both copies, each given back once."""
+    if buffered:
+        monkeypatch.setenv("SWDEPOT_BUFFERED_STORE", "1")
+    rng = random.Random(buffered)
+    pieces = [rng.randbytes(BLOCK_SIZE) for _ in range(9)]
+    pieces += [rng.randbytes(5000), rng.randbytes(BLOCK_SIZE), rng.randbytes(4096 * 3),
+               rng.randbytes(BLOCK_SIZE - 1)]
+    stores = [LocalDirStore(tmp_path / "a", "a"), LocalDirStore(tmp_path / "b", "b")]
+    sink = PackageSink(lambda: [s.begin() for s in stores], RecordingInspector, 1 << 40)
+    released: list[int] = []
+    keep = [_aligned_block(piece) for piece in pieces]
+    for n, view in enumerate(keep):
+        sink.write_block(view, lambda n=n: released.append(n))
+    sink.finish()
+    data = b"".join(pieces)
+    assert sink.sha256 == hashlib.sha256(data).hexdigest()
+    assert sorted(released) == list(range(len(pieces)))  # every block given back once
+    for store, upload in zip(stores, sink.uploads, strict=True):
+        upload.commit("k")
+        assert (store.root / "k").read_bytes() == data
