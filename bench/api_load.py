@@ -30,11 +30,20 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness import ADMIN_PASSWORD, MiB, make_image, median, start_http, swdepot, table, warm
+from harness import (
+    ADMIN_PASSWORD,
+    MiB,
+    Swdepot,
+    make_image,
+    median,
+    start_http,
+    swdepot,
+    table,
+    warm,
+)
 
 P99_MS, MIN_RPS, MAX_SLOWDOWN = 20.0, 3000.0, 0.15
 LUA = """
@@ -84,7 +93,7 @@ def _machine_busy() -> tuple[int, int]:
     return sum(values) - values[3] - values[4], sum(values)
 
 
-def quiet_cost(service: Any, job_path: str, connections: int, workdir: Path) -> dict:
+def quiet_cost(service: Swdepot, job_path: str, connections: int, workdir: Path) -> dict:
     """The polling load with no download: req/s and the service's CPU per request."""
     before = _cpu_seconds(service.proc.pid)
     load = run_wrk(service.base, job_path, 3, connections, workdir)
