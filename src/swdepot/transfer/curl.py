@@ -35,7 +35,7 @@ from swdepot.transfer.control import (
     failed,
 )
 from swdepot.transfer.retry import DEADLINE_SLACK, parse_retry_after
-from swdepot.transfer.sink import PackageSink
+from swdepot.transfer.sink import BlockGatherer
 from swdepot.transfer.url import Credentials, DownloadUrl
 
 BUFFER_SIZE = 1 << 20
@@ -112,7 +112,7 @@ class CurlFetcher:
     def __init__(self, options: CurlOptions) -> None:
         self._options = options
 
-    def attempt(self, url: DownloadUrl, credentials: Credentials, sink: PackageSink,
+    def attempt(self, url: DownloadUrl, credentials: Credentials, sink: BlockGatherer,
                 control: Control, resume: ResumeState, time_left: float) -> None:
         """Fetch the rest of the file; raise Transient, RestartNeeded or a permanent error."""
         http = url.scheme in ("http", "https")
@@ -133,7 +133,7 @@ class CurlFetcher:
             handle.close()
 
     def _configure(self, handle: pycurl.Curl, url: DownloadUrl, credentials: Credentials,
-                   sink: PackageSink, control: Control, resume: ResumeState,
+                   sink: BlockGatherer, control: Control, resume: ResumeState,
                    exchange: _Exchange, time_left: float) -> None:
         opts = self._options
         handle.setopt(pycurl.URL, url.url)
@@ -237,7 +237,7 @@ def _describe(code: int, text: str) -> str:
     return f"{summary} ({text})" if summary else text
 
 
-def _header_callback(sink: PackageSink, resume: ResumeState, exchange: _Exchange, *,
+def _header_callback(sink: BlockGatherer, resume: ResumeState, exchange: _Exchange, *,
                      http: bool) -> Any:
     """Parse each response head (HTTP) or reply (FTP); judge it before a byte is kept."""
 
@@ -256,7 +256,7 @@ def _header_callback(sink: PackageSink, resume: ResumeState, exchange: _Exchange
     return header
 
 
-def _ftp_reply_line(line: str, sink: PackageSink, resume: ResumeState,
+def _ftp_reply_line(line: str, sink: BlockGatherer, resume: ResumeState,
                     exchange: _Exchange) -> None:
     """Collect the SIZE and MDTM replies; check them when the RETR data starts."""
     code, _, text = line.partition(" ")
@@ -268,7 +268,7 @@ def _ftp_reply_line(line: str, sink: PackageSink, resume: ResumeState,
         _accept_ftp_transfer(sink, resume, exchange)
 
 
-def _http_header_line(line: str, sink: PackageSink, resume: ResumeState,
+def _http_header_line(line: str, sink: BlockGatherer, resume: ResumeState,
                       exchange: _Exchange) -> None:
     """Track the latest response head; accept or refuse a 2xx at its blank line."""
     if line.startswith("HTTP/"):
@@ -282,7 +282,7 @@ def _http_header_line(line: str, sink: PackageSink, resume: ResumeState,
         _accept_http_response(sink, resume, exchange)
 
 
-def _accept_http_response(sink: PackageSink, resume: ResumeState, exchange: _Exchange) -> None:
+def _accept_http_response(sink: BlockGatherer, resume: ResumeState, exchange: _Exchange) -> None:
     """Keep the body only if it continues exactly the bytes already kept."""
     headers = exchange.headers
     length = _int(headers.get("content-length"))
@@ -318,7 +318,7 @@ def _int(value: str | None) -> int | None:
     return int(value) if value is not None and value.strip().isdigit() else None
 
 
-def _accept_ftp_transfer(sink: PackageSink, resume: ResumeState, exchange: _Exchange) -> None:
+def _accept_ftp_transfer(sink: BlockGatherer, resume: ResumeState, exchange: _Exchange) -> None:
     """FTP's validators are the SIZE and MDTM replies: a resumed RETR must see the same."""
     seen = Validator(last_modified=exchange.headers.get("mdtm"),
                      total=_int(exchange.headers.get("size")))
@@ -329,7 +329,7 @@ def _accept_ftp_transfer(sink: PackageSink, resume: ResumeState, exchange: _Exch
     sink.check_expected_size(seen.total)
 
 
-def _write_callback(sink: PackageSink, exchange: _Exchange) -> Any:
+def _write_callback(sink: BlockGatherer, exchange: _Exchange) -> Any:
     def write(chunk: bytes) -> int | None:
         try:
             sink.write(chunk)
@@ -341,7 +341,7 @@ def _write_callback(sink: PackageSink, exchange: _Exchange) -> Any:
     return write
 
 
-def _progress_callback(sink: PackageSink, control: Control, exchange: _Exchange,
+def _progress_callback(sink: BlockGatherer, control: Control, exchange: _Exchange,
                        resume: ResumeState) -> Any:
     def progress(_dltotal: int, _dlnow: int, _ultotal: int, _ulnow: int) -> int:
         if control.cancelled:

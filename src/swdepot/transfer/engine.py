@@ -7,20 +7,20 @@ continuing where the last stopped; FILE reads a local file and has nothing to re
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from swdepot.transfer.control import Control
 from swdepot.transfer.curl import CurlFetcher, CurlOptions, ResumeState
 from swdepot.transfer.file import FileFetcher
 from swdepot.transfer.retry import Retrier, RetryPolicy
-from swdepot.transfer.sink import PackageSink
+from swdepot.transfer.sink import BlockGatherer
 from swdepot.transfer.url import Credentials, DownloadUrl
 
 
 class Engine(Protocol):
     """Anything that fetches a URL into a sink: this engine, or it run in a child process."""
 
-    def fetch(self, url: DownloadUrl, credentials: Credentials, sink: Any,
+    def fetch(self, url: DownloadUrl, credentials: Credentials, sink: BlockGatherer,
               control: Control) -> None: ...
 
 
@@ -33,7 +33,7 @@ class TransferEngine:
         self._file = FileFetcher(import_dir)
         self._retrier = Retrier(retry or RetryPolicy(), max_duration)
 
-    def fetch(self, url: DownloadUrl, credentials: Credentials, sink: PackageSink,
+    def fetch(self, url: DownloadUrl, credentials: Credentials, sink: BlockGatherer,
               control: Control) -> None:
         if url.scheme == "file":
             self._file.fetch(url, sink, control)

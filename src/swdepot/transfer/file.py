@@ -13,7 +13,7 @@ import stat
 from pathlib import Path
 
 from swdepot.transfer.control import Cancelled, Control, failed
-from swdepot.transfer.sink import PackageSink
+from swdepot.transfer.sink import BlockGatherer
 from swdepot.transfer.url import DownloadUrl
 
 FILE_HOSTS = ("", "localhost", "usb0")
@@ -39,7 +39,7 @@ class FileFetcher:
     def __init__(self, import_dir: Path | None) -> None:
         self._import_dir = import_dir
 
-    def fetch(self, url: DownloadUrl, sink: PackageSink, control: Control) -> None:
+    def fetch(self, url: DownloadUrl, sink: BlockGatherer, control: Control) -> None:
         path = resolve_import_path(self._import_dir, url)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)

@@ -46,7 +46,7 @@ from swdepot.errors import DOWNLOAD_FAILED, OntapError
 from swdepot.priority import lower_this_thread
 from swdepot.transfer.control import Cancelled, Control, failed
 from swdepot.transfer.engine import Engine
-from swdepot.transfer.sink import BLOCK_SIZE, POOL_BLOCKS, PackageSink, TooLarge
+from swdepot.transfer.sink import BLOCK_SIZE, POOL_BLOCKS, BlockGatherer, PackageSink
 from swdepot.transfer.url import Credentials, DownloadUrl
 
 log = logging.getLogger(__name__)
@@ -293,56 +293,31 @@ class _RingControl:  # pragma: no cover - runs in the child
         _PROGRESS.pack_into(self._ring, _PROGRESS_AT, done, -1 if total is None else total)
 
 
-class _RingSink:  # pragma: no cover - runs in the child
+class _RingSink(BlockGatherer):  # pragma: no cover - runs in the child
     """The child's sink: gathers bytes into ring slots and names each full one."""
 
     def __init__(self, ring: mmap.mmap, sock: socket.socket, offset: int,
                  max_bytes: int) -> None:
+        super().__init__(max_bytes, offset)
         self._ring = ring
         self._sock = sock
-        self.bytes_written = offset
-        self.max_bytes = max_bytes
         self._free: deque[int] = deque(range(SLOTS))
         self._generation = 0
         self._slot: int | None = None
-        self._start = 0  # ring offset of the current slot
-        self._filled = 0
 
-    def write(self, chunk: bytes) -> None:
-        size = len(chunk)
-        if self.bytes_written + size > self.max_bytes:
-            raise TooLarge(self.max_bytes)
-        if self._slot is not None and self._filled + size < BLOCK_SIZE:
-            at = self._start + self._filled  # the common case: one copy, nothing else
-            self._ring[at:at + size] = chunk
-            self._filled += size
-            self.bytes_written += size
-            return
-        self._write_across_slots(chunk)
-
-    def _write_across_slots(self, chunk: bytes) -> None:
+    def _check(self) -> None:
         if self._ring[_STOP]:
             raise Cancelled()
-        self.bytes_written += len(chunk)
-        view = memoryview(chunk)
-        while view:
-            if self._slot is None:
-                self._take_slot()
-            take = min(len(view), BLOCK_SIZE - self._filled)
-            at = self._start + self._filled
-            self._ring[at:at + take] = view[:take]
-            self._filled += take
-            view = view[take:]
-            if self._filled == BLOCK_SIZE:
-                self.flush()
 
-    def flush(self) -> None:
+    def _pass_on(self) -> None:
         """Hand the current slot to the parent, however full it is."""
         if self._slot is not None and self._filled:
             self._sock.send(b"B" + _SLOT.pack(self._slot, self._filled))
-            self._slot = None
+            self._slot = self._target = None
 
-    def _take_slot(self) -> None:
+    flush = _pass_on
+
+    def _open_block(self) -> None:
         """The next free slot, waiting for the parent to return one (back-pressure)."""
         self._receive(block=not self._free)
         while not self._free:
@@ -350,8 +325,7 @@ class _RingSink:  # pragma: no cover - runs in the child
                 raise Cancelled()
             self._receive(block=True)
         self._slot = self._free.popleft()
-        self._start = self._slot * BLOCK_SIZE
-        self._filled = 0
+        self._target, self._block_start, self._filled = self._ring, self._slot * BLOCK_SIZE, 0
 
     def _receive(self, *, block: bool) -> None:
         """Collect the parent's messages: freed slots and rewind acknowledgements."""
@@ -382,8 +356,4 @@ class _RingSink:  # pragma: no cover - runs in the child
                 os._exit(1)
         self._generation += 1
         self._free = deque(range(SLOTS))
-        self.bytes_written = 0
-
-    def check_expected_size(self, expected: int | None) -> None:
-        if expected is not None and expected > self.max_bytes:
-            raise TooLarge(self.max_bytes)
+        self._restart(0)

@@ -25,7 +25,7 @@ from swdepot.transfer.control import (
     Transient,
     time_limit_exceeded,
 )
-from swdepot.transfer.sink import PackageSink
+from swdepot.transfer.sink import BlockGatherer
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class Retrier:
         self._clock = clock
         self._rng = rng or random.Random()
 
-    def run(self, attempt: Attempt, sink: PackageSink, control: Control, what: str) -> None:
+    def run(self, attempt: Attempt, sink: BlockGatherer, control: Control, what: str) -> None:
         """Call ``attempt`` until it returns; raise the error that ended the transfer."""
         deadline = self._clock() + self._max_duration
         failures = 0

@@ -170,7 +170,81 @@ class _Worker:
         self._thread.join(timeout=5)
 
 
-class PackageSink:
+class BlockGatherer:
+    """Gathers a transfer's chunks into :data:`BLOCK_SIZE` blocks, as every sink must.
+
+    libcurl hands over whatever one ``recv`` returned, about 16 KiB at a time even with a
+    1 MiB buffer. Gathered into 1 MiB blocks, the per-block work (queue hand-overs,
+    writes, messages) runs 64 times less often. Subclasses say where an empty block
+    comes from (:meth:`_open_block`: it sets ``_target`` and ``_block_start``), where a
+    full one goes (:meth:`_pass_on`: it clears ``_target``), and what stops the transfer
+    (:meth:`_check`, once per block, so a bad package still stops it within a MiB).
+    """
+
+    def __init__(self, max_bytes: int, bytes_written: int = 0) -> None:
+        self._max_bytes = max_bytes
+        self._restart(bytes_written)
+
+    def _restart(self, bytes_written: int) -> None:
+        self.bytes_written = bytes_written
+        self._target: mmap.mmap | memoryview | None = None  # memory being filled, if any
+        self._block_start = 0  # where the current block begins in ``_target``
+        self._filled = 0
+
+    @property
+    def max_bytes(self) -> int:
+        return self._max_bytes
+
+    def write(self, chunk: bytes) -> None:
+        """Accept a chunk; ``bytes_written`` counts what every copy will hold."""
+        size = len(chunk)
+        if self.bytes_written + size > self._max_bytes:
+            raise TooLarge(self._max_bytes)
+        if self._target is not None and self._filled + size < BLOCK_SIZE:
+            at = self._block_start + self._filled  # the common case: one copy, no checks
+            self._target[at:at + size] = chunk
+            self._filled += size
+            self.bytes_written += size
+            return
+        self._write_across_blocks(chunk)
+
+    def _write_across_blocks(self, chunk: bytes) -> None:
+        """The chunk fills the current block: pass it on and continue in fresh blocks."""
+        self._check()
+        self.bytes_written += len(chunk)
+        view = memoryview(chunk)
+        while view:
+            if self._target is None:
+                self._open_block()
+            assert self._target is not None
+            take = min(len(view), BLOCK_SIZE - self._filled)
+            at = self._block_start + self._filled
+            self._target[at:at + take] = view[:take]
+            self._filled += take
+            view = view[take:]
+            if self._filled == BLOCK_SIZE:
+                self._pass_on()
+
+    def check_expected_size(self, expected: int | None) -> None:
+        """Refuse early when the server announces a size above the limit."""
+        if expected is not None and expected > self._max_bytes:
+            raise TooLarge(self._max_bytes)
+
+    def rewind(self) -> None:
+        """Forget every byte: the next write is the first byte of the file again."""
+        raise NotImplementedError
+
+    def _check(self) -> None:
+        raise NotImplementedError
+
+    def _open_block(self) -> None:
+        raise NotImplementedError
+
+    def _pass_on(self) -> None:
+        raise NotImplementedError
+
+
+class PackageSink(BlockGatherer):
     """A write target for protocol clients; raises to stop a transfer early.
 
     ``open_uploads`` opens one upload per node store and ``new_inspector`` starts a
@@ -182,13 +256,13 @@ class PackageSink:
     def __init__(self, open_uploads: Callable[[], Sequence[Upload]],
                  new_inspector: Callable[[], Inspector], max_bytes: int, *,
                  nice: int = 0) -> None:
+        super().__init__(max_bytes)
         self._open_uploads = open_uploads
         self._new_inspector = new_inspector
-        self._max_bytes = max_bytes
         self._nice = nice  # CPU priority of the worker threads (swdepot/priority.py)
-        self._start()
+        self._begin()
 
-    def _start(self) -> None:
+    def _begin(self) -> None:
         self.uploads: Sequence[Upload] = self._open_uploads()
         if not self.uploads:
             raise ValueError("a sink needs at least one upload")
@@ -201,45 +275,8 @@ class PackageSink:
         self._pool: queue.SimpleQueue[_Block] = queue.SimpleQueue()
         for _ in range(POOL_BLOCKS):
             self._pool.put(_Block(mmap.mmap(-1, BLOCK_SIZE), self._recycle))
-        self._block: _Block | None = None
-        self.bytes_written = 0
-
-    def write(self, chunk: bytes) -> None:
-        """Accept a chunk; ``bytes_written`` counts what every copy will hold.
-
-        libcurl hands over whatever one ``recv`` returned, about 16 KiB at a time even
-        with a 1 MiB buffer. Small chunks are gathered into 1 MiB blocks first, so the
-        per-block work (two queue hand-overs, three writes) runs 64 times less often.
-        """
-        size = len(chunk)
-        if self.bytes_written + size > self._max_bytes:
-            raise TooLarge(self._max_bytes)
-        block = self._block
-        if block is not None and block.filled + size < BLOCK_SIZE:
-            # the common case, once per libcurl callback: keep it to one copy, no checks
-            block.buffer[block.filled:block.filled + size] = chunk
-            block.filled += size
-            self.bytes_written += size
-            return
-        self._write_across_blocks(chunk)
-
-    def _write_across_blocks(self, chunk: bytes) -> None:
-        """The chunk fills the current block: pass it on and continue in fresh blocks.
-
-        Failures of the workers or the inspector are checked here, once per block, so a
-        bad package still stops the transfer within a MiB (and before the first byte).
-        """
-        self._raise_failure()
-        self.bytes_written += len(chunk)
-        view = memoryview(chunk)
-        while view:
-            block = self._block or self._take_block()
-            take = min(len(view), BLOCK_SIZE - block.filled)
-            block.buffer[block.filled:block.filled + take] = view[:take]
-            block.filled += take
-            view = view[take:]
-            if block.filled == BLOCK_SIZE:
-                self._drain()
+        self._block: _Block | None = None  # the pooled block being filled
+        self._restart(0)
 
     def write_block(self, view: memoryview, release: Callable[[], None]) -> None:
         """Take a block filled elsewhere (a transfer process's shared memory), uncopied.
@@ -249,30 +286,26 @@ class PackageSink:
         """
         size = len(view)
         self.check_expected_size(self.bytes_written + size)
-        self._raise_failure()
-        self._drain()  # bytes written the ordinary way come first
+        self._check()
+        self._pass_on()  # bytes written the ordinary way come first
         self.bytes_written += size
-        self._block = _Block(view, lambda _block: release(), filled=size)
-        self._drain()
-
-    @property
-    def max_bytes(self) -> int:
-        return self._max_bytes
+        self._share(_Block(view, lambda _block: release(), filled=size))
 
     def _recycle(self, block: _Block) -> None:
         block.filled = 0
         self._pool.put(block)
 
-    def _take_block(self) -> _Block:
-        """A free block, waiting while every block is still in use (back-pressure)."""
+    def _open_block(self) -> None:
+        """A free pooled block, waiting while every block is still in use (back-pressure)."""
         while True:
             try:
                 self._block = self._pool.get(timeout=0.1)
-                return self._block
+                break
             except queue.Empty:
-                self._raise_failure()
+                self._check()
+        self._target, self._block_start, self._filled = self._block.buffer, 0, 0
 
-    def _raise_failure(self) -> None:
+    def _check(self) -> None:
         failure = self.failure()
         if failure is not None:
             raise failure from None  # callers may be inside an except (an empty pool)
@@ -283,23 +316,22 @@ class PackageSink:
         return self.inspector.failed() or next(
             (w.error for w in self._workers if w.error is not None), None)
 
-    def _drain(self) -> None:
-        """Send the current block to every worker and to the inspector, uncopied.
+    def _pass_on(self) -> None:
+        """Send the pooled block being filled on, if it holds anything."""
+        block, self._block, self._target = self._block, None, None
+        if block is not None and self._filled:
+            block.filled = self._filled
+            self._share(block)
+
+    def _share(self, block: _Block) -> None:
+        """Send a block to every worker and to the inspector, uncopied.
 
         Each of them releases it when done; the last release frees the block.
         """
-        block, self._block = self._block, None
-        if block is None or not block.filled:
-            return
         view = block.share(len(self._workers) + 1)
         self.inspector.feed(view, block.release)
         for worker in self._workers:
             worker.put(view, block)
-
-    def check_expected_size(self, expected: int | None) -> None:
-        """Refuse early when the server announces a size above the limit."""
-        if expected is not None and expected > self._max_bytes:
-            raise TooLarge(self._max_bytes)
 
     def finish(self) -> None:
         """Every byte is in every copy, durable, and hashed; raises if a copy failed.
@@ -307,7 +339,7 @@ class PackageSink:
         Each copy flushes on its own worker thread, so the copies' last writes and
         fsyncs overlap instead of queueing behind each other.
         """
-        self._drain()
+        self._pass_on()
         for worker in self._workers:
             worker.close()
         try:
@@ -321,7 +353,7 @@ class PackageSink:
     def rewind(self) -> None:
         """Forget every byte: the next write is the first byte of the file again."""
         self.abort()
-        self._start()
+        self._begin()
 
     def abort(self) -> None:
         """Stop copying and inspecting, and throw the uploads away (space is released)."""
