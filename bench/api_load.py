@@ -39,6 +39,7 @@ from harness import (
     Swdepot,
     make_image,
     median,
+    proc_stat,
     start_http,
     swdepot,
     table,
@@ -77,7 +78,7 @@ def run_wrk(base: str, job_path: str, seconds: float, connections: int, workdir:
 
 def _cpu_seconds(pid: int) -> float:
     """User + system CPU of a whole process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = proc_stat(pid)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -95,10 +96,11 @@ def _machine_busy() -> tuple[int, int]:
 
 def quiet_cost(service: Swdepot, job_path: str, connections: int, workdir: Path) -> dict:
     """The polling load with no download: req/s and the service's CPU per request."""
+    seconds = 3
     before = _cpu_seconds(service.proc.pid)
-    load = run_wrk(service.base, job_path, 3, connections, workdir)
+    load = run_wrk(service.base, job_path, seconds, connections, workdir)
     used = _cpu_seconds(service.proc.pid) - before
-    return {**load, "cpu_us": used / (load["rps"] * 3) * 1e6}
+    return {**load, "cpu_us": used / (load["rps"] * seconds) * 1e6}
 
 
 def main() -> int:

@@ -374,6 +374,12 @@ def two_direct_copies(directory: Path, size: int) -> float:
     return seconds
 
 
+def proc_stat(pid: int | str) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after the command name (which may hold spaces
+    and parentheses): index 1 is the parent's pid, 11 and 12 user and system CPU ticks."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness import MiB, make_image, start_http, swdepot, table, warm
+from harness import MiB, make_image, proc_stat, start_http, swdepot, table, warm
 
 LIMIT_MB = 80
 
@@ -32,7 +32,7 @@ def children(pid: int) -> list[int]:
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            fields = proc_stat(stat.parent.name)
         except OSError:
             continue
         if int(fields[1]) == pid:
