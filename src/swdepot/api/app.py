@@ -17,6 +17,7 @@ from swdepot.api.http import AuthMiddleware, CollapseSlashes, error_response
 from swdepot.api.observe import ObserveMiddleware
 from swdepot.api.routes import ROUTES
 from swdepot.api.runtime import LoopLagMonitor
+from swdepot.api.shortcut import PollShortcut
 from swdepot.errors import InternalError, MethodNotAllowed, NotFound, OntapError
 from swdepot.service import Service
 
@@ -61,8 +62,13 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
         UNEXPECTED_EXCEPTION, "Application code returned an unexpected exception."))
 
 
-def create_app(service: Service) -> Starlette:
-    """A Starlette app serving ``service``; the caller owns the service's lifetime."""
+def create_app(service: Service, *, poll_shortcut: bool = True) -> Starlette:
+    """A Starlette app serving ``service``; the caller owns the service's lifetime.
+
+    ``poll_shortcut=False`` leaves out :class:`PollShortcut`, so that every request takes
+    the routes' path (the tests compare the two).
+    """
+    shortcut = [Middleware(PollShortcut, service=service)] if poll_shortcut else []
     monitor = LoopLagMonitor(service.settings.loop_lag_interval)
 
     @asynccontextmanager
@@ -74,7 +80,9 @@ def create_app(service: Service) -> Starlette:
     app = Starlette(
         lifespan=lifespan,
         routes=ROUTES,
-        middleware=[Middleware(CollapseSlashes),
+        # the shortcut first: it answers routine polls before the other layers run
+        middleware=[*shortcut,
+                    Middleware(CollapseSlashes),
                     Middleware(ObserveMiddleware, metrics=service.metrics),
                     Middleware(AuthMiddleware, authenticator=service.authenticator)],
         exception_handlers={

@@ -48,19 +48,25 @@ SECURITY_HEADERS = {
 }
 
 
-def wants_plain_json(request: Request) -> bool:
+def plain_json(accept: str) -> bool:
     """``Accept: application/json`` asks ONTAP to leave out HAL links (except next)."""
-    accept = request.headers.get("accept", "")
     return JSON in accept and HAL not in accept
+
+
+def wants_plain_json(request: Request) -> bool:
+    return plain_json(request.headers.get("accept", ""))
+
+
+def encode(body: dict[str, Any], plain: bool) -> bytes:
+    """The bytes of an answer: HAL as built, or plain JSON without the links."""
+    return orjson.dumps(strip_links(body) if plain else body)
 
 
 def respond(request: Request, body: dict[str, Any], status: int = 200,
             headers: dict[str, str] | None = None) -> Response:
     """Serialise ``body`` the way ONTAP does, honouring the client's Accept header."""
     plain = wants_plain_json(request)
-    if plain:
-        body = strip_links(body)
-    return Response(orjson.dumps(body), status_code=status,
+    return Response(encode(body, plain), status_code=status,
                     media_type=JSON if plain else HAL,
                     headers={**SECURITY_HEADERS, **(headers or {})})
 

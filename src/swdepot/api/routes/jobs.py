@@ -17,6 +17,7 @@ from swdepot.errors import (
     invalid_field_value,
 )
 from swdepot.jobs.model import Job
+from swdepot.service import Service
 
 
 async def list_jobs(request: Request) -> Response:
@@ -25,13 +26,16 @@ async def list_jobs(request: Request) -> Response:
     return collection(request, [j.to_ontap() for j in jobs], schemas.JOB, "/api/cluster/jobs")
 
 
-def _visible_job(request: Request) -> Job | None:
+def visible_job(service: Service, uuid: str) -> Job | None:
     """The job, unless it is unknown or ended longer ago than the retention period."""
-    service = service_of(request)
-    job = service.jobs.get(request.path_params["uuid"])
+    job = service.jobs.get(uuid)
     if job is None or (job.end_time is not None and job.end_time < service.job_visible_after()):
         return None
     return job
+
+
+def _visible_job(request: Request) -> Job | None:
+    return visible_job(service_of(request), request.path_params["uuid"])
 
 
 async def get_job(request: Request) -> Response:

@@ -1,0 +1,111 @@
+"""The two reads that clients poll, answered without the framework's layers.
+
+While a download runs, ONTAP clients poll the job (``GET /api/cluster/jobs/{uuid}``) and
+the download status (``GET /api/cluster/software/download``), and monitoring polls them
+far more often than any other resource. Through Starlette's middleware stack and router
+such a poll cost about three times the work of the answer itself, and under load that
+work competes with the download for the same two cores (docs/performance.md).
+
+:class:`PollShortcut` answers exactly those requests when nothing about them needs a
+decision: GET, no query string, no body, a plain path and credentials the
+authenticator has already verified (its cache). It builds the same record with the same
+functions the routes use, encodes it the same way, sends the same headers and counts and
+logs the request as :class:`~swdepot.api.observe.ObserveMiddleware` does. Anything else,
+every error included (an unknown job, a login to check, a locked-out address), passes to
+the full application, so the shortcut never answers differently from the routes; the
+tests compare the two answer for answer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from swdepot.api.http import HAL, JSON, SECURITY_HEADERS, encode, plain_json
+from swdepot.api.observe import REQUEST_ID_HEADER, record
+from swdepot.api.routes.jobs import visible_job
+from swdepot.errors import OntapError
+from swdepot.logs import REQUEST_ID, request_id_from
+from swdepot.service import Service
+
+JOBS_PREFIX = "/api/cluster/jobs/"
+JOB_ROUTE = "/api/cluster/jobs/{uuid}"
+DOWNLOAD_ROUTE = "/api/cluster/software/download"
+_SECURITY = [(name.encode(), value.encode()) for name, value in SECURITY_HEADERS.items()]
+_TYPES = {False: HAL.encode(), True: JSON.encode()}
+
+Record = Callable[[Service, str], dict[str, Any] | None]
+
+
+def _job(service: Service, path: str) -> dict[str, Any] | None:
+    job = visible_job(service, path[len(JOBS_PREFIX):])
+    return job.to_ontap() if job is not None else None
+
+
+def _download(service: Service, _path: str) -> dict[str, Any] | None:
+    return service.downloads.status().to_ontap()
+
+
+def _route(path: str) -> tuple[str, Record] | None:
+    """The route template and record builder of a polled path, as Starlette would match it."""
+    if path == DOWNLOAD_ROUTE:
+        return DOWNLOAD_ROUTE, _download
+    if path.startswith(JOBS_PREFIX):
+        uuid = path[len(JOBS_PREFIX):]
+        if uuid and "/" not in uuid:
+            return JOB_ROUTE, _job
+    return None
+
+
+class PollShortcut:
+    """Answers routine polls directly; passes every other request to ``app`` untouched."""
+
+    def __init__(self, app: ASGIApp, service: Service) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] == "http" and scope["method"] == "GET" and not scope["query_string"]
+                and (route := _route(scope["path"])) is not None
+                and await self._answer(scope, send, *route)):
+            return
+        await self.app(scope, receive, send)
+
+    async def _answer(self, scope: Scope, send: Send, route: str, build: Record) -> bool:
+        """Send the answer and return True, or return False having sent nothing."""
+        started = time.perf_counter()
+        authorization = accept = request_id = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value.decode("latin-1")
+            elif name == b"accept":
+                accept = value.decode("latin-1")
+            elif name == REQUEST_ID_HEADER:
+                request_id = value.decode("latin-1")
+            elif name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
+                return False  # a body on a GET is refused by the route, with its error
+        client = scope.get("client")
+        try:
+            principal = self.service.authenticator.cached(
+                authorization, client[0] if client else None)
+        except OntapError:
+            return False  # locked out: the full app answers 429
+        if principal is None:
+            return False
+        body = build(self.service, scope["path"])
+        if body is None:
+            return False
+        plain = plain_json(accept or "")
+        content = encode(body, plain)
+        rid = request_id_from(request_id)
+        REQUEST_ID.set(rid)  # the request's own task: no reset needed
+        scope["principal"] = principal
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            *_SECURITY, (b"content-length", str(len(content)).encode()),
+            (b"content-type", _TYPES[plain]), (REQUEST_ID_HEADER, rid.encode())]})
+        await send({"type": "http.response.body", "body": content})
+        record(self.service.metrics, scope, route, 200, time.perf_counter() - started)
+        return True
