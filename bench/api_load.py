@@ -22,7 +22,11 @@ Two references take the same paced load in the same run, each over a download of
 own: a do-nothing ASGI app under swdepot's own uvicorn configuration and TLS
 (``bench/nullapp.py``, answering the bytes of a real poll), and nginx serving those bytes
 as a static file over TLS. They show what the load costs the machine with no
-application work at all, i.e. whether the target can be met here by any service.
+application work at all, i.e. whether the target can be met here by any service. A
+diagnosis row runs the same paced polls against a second ``swdepot serve`` on the same
+data directory (another node of the same cluster) while the first one downloads: the
+same code answering from an event loop whose process runs none of the download's
+threads.
 
 wrk, which this benchmark used before, busy-loops while its TLS handshakes wait for the
 server (it watches for writability): on this machine it took 80-90 % of a core to send
@@ -80,6 +84,7 @@ KINDS = {  # run name -> what the table calls it
     "null app": "reference: do-nothing app, same uvicorn + TLS",
     "nginx static": "reference: nginx, the answer as a static file",
     "swdepot flat out": "swdepot, flat out (capacity)",
+    "second node": "diagnosis: a second swdepot process on the same data dir answers",
 }
 
 
@@ -114,6 +119,9 @@ def run_h2load(base: str, paths: list[str], seconds: float, clients: int, rate: 
     served = sum(1 for r in rows if r[1] == "200")
     unanswered = re.search(r"(\d+) failed, (\d+) errored, (\d+) timeout", done.stdout)
     failed = len(rows) - served + (sum(map(int, unanswered.groups())) if unanswered else 0)
+    if failed:  # say what went wrong: h2load's own summary
+        print(f"{base}: " + "; ".join(line.strip() for line in done.stdout.splitlines()
+                                      if line.startswith(("requests:", "status codes:"))))
     p99 = durations[min(len(durations) - 1, int(len(durations) * 0.99))] / 1000
     return Load(rps=served / seconds, p99_ms=p99, failed=failed)
 
@@ -187,20 +195,32 @@ def references(service: Swdepot, job_path: str, workdir: Path
     static.mkdir(exist_ok=True)
     (static / "job.json").write_bytes(answer.content)
     cert, key = service.data_dir / "tls" / "server.crt", service.data_dir / "tls" / "server.key"
-    port = free_port()
+    port, node_port = free_port(), free_port()
     null = subprocess.Popen([sys.executable, str(Path(__file__).with_name("nullapp.py")),
                              str(port), str(cert), str(key), str(saved)])
     nginx = start_nginx(static, workdir / "nginx-static", cert=cert, key=key) \
         if nginx_path() else None
+    # Started while no download runs: a starting node still drops every staging file.
+    node_config = workdir / "second-node.toml"
+    node_config.write_text('node_name = "swdepot-bench-2"\n')
+    node = subprocess.Popen(
+        [sys.executable, "-m", "swdepot", "serve", "--data-dir", str(service.data_dir),
+         "--port", str(node_port), "--allow-network", "127.0.0.1/32", "--log-level", "warning",
+         "--config", str(node_config)],
+        env={**os.environ, "SWDEPOT_ADMIN_PASSWORD": ADMIN_PASSWORD},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(port)
+        wait_port(node_port)
         found = {"null app": (f"https://127.0.0.1:{port}", ["/a", "/b"])}
         if nginx is not None:
             found["nginx static"] = (f"https://127.0.0.1:{nginx.port}", ["/job.json"] * 2)
+        found["second node"] = (f"https://127.0.0.1:{node_port}", [])
         yield found
     finally:
-        null.terminate()
-        null.wait(timeout=10)
+        for proc in (null, node):
+            proc.terminate()
+            proc.wait(timeout=10)
         if nginx is not None:
             nginx.stop()
 
@@ -261,7 +281,7 @@ def main() -> int:
                     runs["swdepot"].append(polled(args.rate))
                     lags.append(service.get("/api/swdepot/runtime")["loop_lag_ms"])
                     for name, (base, ref_paths) in refs.items():
-                        runs[name].append(polled(args.rate, base, ref_paths))
+                        runs[name].append(polled(args.rate, base, ref_paths or paths))
                     runs["swdepot flat out"].append(polled(None))
             costs = [quiet_cost(service, paths, args.clients, work) for _ in range(args.reps)]
     finally:
