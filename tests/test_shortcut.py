@@ -53,7 +53,13 @@ def call(app: Any, path: str, *, method: str = "GET", query: bytes = b"",
     # on a thread of its own: Playwright's sync API keeps an event loop running in the
     # main thread once the browser tests have run
     with ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, app(scope, receive, send)).result()
+        try:
+            pool.submit(asyncio.run, app(scope, receive, send)).result()
+        except Exception:
+            # Starlette re-raises an unexpected error after answering it, for the server to
+            # log; what the client got is what counts here
+            if not sent:
+                raise
     start = next(m for m in sent if m["type"] == "http.response.start")
     content = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
     return start["status"], list(start["headers"]), content
@@ -196,3 +202,23 @@ def test_polls_are_counted_under_their_route(api, jobs):
                    - value(before, "swdepot_http_requests_total", method="GET", route=route,
                            status="200"))
         assert counted == 3, route
+
+
+def test_a_failing_read_is_answered_by_the_routes(apps, jobs, swdepot, api, monkeypatch):
+    """A broken store: the shortcut passes the request on, and the full app answers
+    ONTAP's 500 (logged there), never a traceback."""
+    import sqlite3
+
+    def broken(_uuid: str) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(swdepot.service.jobs, "get", broken)
+    from test_observability import scrape, value
+
+    status, _, body = assert_same(apps, f"/api/cluster/jobs/{jobs['success']}",
+                                  headers=((b"authorization", ADMIN),))
+    assert status == 500 and b'"262145"' in body
+    # both answers were counted (and logged) by the full app's observer
+    monkeypatch.undo()
+    assert value(scrape(api), "swdepot_http_requests_total", method="GET",
+                 route="/api/cluster/jobs/{uuid}", status="500") == 2
