@@ -215,9 +215,11 @@ def test_a_failing_read_is_answered_by_the_routes(apps, jobs, swdepot, api, monk
     monkeypatch.setattr(swdepot.service.jobs, "get", broken)
     from test_observability import scrape, value
 
-    status, _, body = assert_same(apps, f"/api/cluster/jobs/{jobs['success']}",
-                                  headers=((b"authorization", ADMIN),))
+    status, headers, body = assert_same(apps, f"/api/cluster/jobs/{jobs['success']}",
+                                        headers=((b"authorization", ADMIN),
+                                                 (b"x-request-id", b"broken-7")))
     assert status == 500 and b'"262145"' in body
+    assert dict(headers)[b"x-request-id"] == b"broken-7"  # the id its log line carries
     # both answers were counted (and logged) by the full app's observer
     monkeypatch.undo()
     assert value(scrape(api), "swdepot_http_requests_total", method="GET",

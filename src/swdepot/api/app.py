@@ -19,6 +19,7 @@ from swdepot.api.routes import ROUTES
 from swdepot.api.runtime import LoopLagMonitor
 from swdepot.api.shortcut import PollShortcut
 from swdepot.errors import InternalError, MethodNotAllowed, NotFound, OntapError
+from swdepot.logs import REQUEST_ID
 from swdepot.service import Service
 
 log = logging.getLogger(__name__)
@@ -56,10 +57,18 @@ def _allowed_methods(request: Request) -> list[str]:
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
-    """Never a traceback to the client: log it, answer ONTAP's generic 500."""
+    """Never a traceback to the client: log it, answer ONTAP's generic 500.
+
+    Starlette answers from outside every middleware here, ObserveMiddleware's included,
+    so the request id it gave the request is added again: the id the log line carries.
+    """
     log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(request, InternalError(
+    response = error_response(request, InternalError(
         UNEXPECTED_EXCEPTION, "Application code returned an unexpected exception."))
+    request_id = REQUEST_ID.get()
+    if request_id is not None:
+        response.headers["x-request-id"] = request_id
+    return response
 
 
 def create_app(service: Service, *, poll_shortcut: bool = True) -> Starlette:
