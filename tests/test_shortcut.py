@@ -120,9 +120,14 @@ def test_refusals_and_errors_match_the_routes(apps, jobs, swdepot):
                "body": b"abc"}),  # the job route ignores a body
         (job, {"headers": ((b"authorization", ADMIN),), "query": b"fields=state"}),
         (job, {"headers": ((b"authorization", ADMIN),), "query": b"password=x"}),
+        # two of a header: the first one counts, on both paths
+        (job, {"headers": ((b"authorization", basic("admin", "wrong")),
+                           (b"authorization", ADMIN))}),
+        (job, {"headers": ((b"authorization", ADMIN), (b"accept", b"application/json"),
+                           (b"accept", b"application/hal+json"))}),
     ]
     statuses = [assert_same(apps, path, **request)[0] for path, request in cases]
-    assert statuses == [404, 401, 401, 400, 200, 200, 400]
+    assert statuses == [404, 401, 401, 400, 200, 200, 400, 401, 200]
 
 
 def test_request_ids_are_made_or_kept(apps, jobs):

@@ -36,6 +36,7 @@ JOB_ROUTE = "/api/cluster/jobs/{uuid}"
 DOWNLOAD_ROUTE = "/api/cluster/software/download"
 _SECURITY = [(name.encode(), value.encode()) for name, value in SECURITY_HEADERS.items()]
 _TYPES = {False: HAL.encode(), True: JSON.encode()}
+_READ = frozenset((b"authorization", b"accept", REQUEST_ID_HEADER))
 
 Record = Callable[[Service, str], dict[str, Any] | None]
 
@@ -77,16 +78,14 @@ class PollShortcut:
     async def _answer(self, scope: Scope, send: Send, route: str, build: Record) -> bool:
         """Send the answer and return True, or return False having sent nothing."""
         started = time.perf_counter()
-        authorization = accept = request_id = None
+        seen: dict[bytes, str] = {}
         for name, value in scope["headers"]:
-            if name == b"authorization":
-                authorization = value.decode("latin-1")
-            elif name == b"accept":
-                accept = value.decode("latin-1")
-            elif name == REQUEST_ID_HEADER:
-                request_id = value.decode("latin-1")
-            elif name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
+            if name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
                 return False  # a body on a GET is refused by the route, with its error
+            if name in _READ and name not in seen:  # the first one counts, as in Starlette
+                seen[name] = value.decode("latin-1")
+        authorization, accept = seen.get(b"authorization"), seen.get(b"accept", "")
+        request_id = seen.get(REQUEST_ID_HEADER)
         client = scope.get("client")
         try:
             principal = self.service.authenticator.cached(
@@ -101,7 +100,7 @@ class PollShortcut:
             return False
         if body is None:
             return False
-        plain = plain_json(accept or "")
+        plain = plain_json(accept)
         content = encode(body, plain)
         rid = request_id_from(request_id)
         REQUEST_ID.set(rid)  # the request's own task: no reset needed
