@@ -183,11 +183,12 @@ def quiet_cost(service: Swdepot, paths: list[str], clients: int, workdir: Path
 
 
 @contextlib.contextmanager
-def references(service: Swdepot, job_path: str, workdir: Path
+def references(service: Swdepot, paths: list[str], workdir: Path
                ) -> Iterator[dict[str, tuple[str, list[str]]]]:
-    """The null app and nginx, each serving a real poll's answer with the service's
-    certificate: name -> (base URL, paths)."""
-    answer = service.session.get(service.base + job_path, timeout=30)
+    """What else takes the same polls: the null app and nginx, each serving a real poll's
+    answer with the service's certificate, and a second node of the service:
+    name -> (base URL, paths)."""
+    answer = service.session.get(service.base + paths[0], timeout=30)
     headers = [(k, v) for k, v in answer.headers.items() if k.lower() not in ("date", "server")]
     saved = workdir / "poll-answer.json"
     saved.write_text(json.dumps({"body": answer.text, "headers": headers}))
@@ -195,7 +196,7 @@ def references(service: Swdepot, job_path: str, workdir: Path
     static.mkdir(exist_ok=True)
     (static / "job.json").write_bytes(answer.content)
     cert, key = service.data_dir / "tls" / "server.crt", service.data_dir / "tls" / "server.key"
-    port, node_port = free_port(), free_port()
+    port = free_port()
     null = subprocess.Popen([sys.executable, str(Path(__file__).with_name("nullapp.py")),
                              str(port), str(cert), str(key), str(saved)])
     nginx = start_nginx(static, workdir / "nginx-static", cert=cert, key=key) \
@@ -203,31 +204,26 @@ def references(service: Swdepot, job_path: str, workdir: Path
     # Started while no download runs: a starting node still drops every staging file.
     node_config = workdir / "second-node.toml"
     node_config.write_text('node_name = "swdepot-bench-2"\n')
-    node = subprocess.Popen(
-        [sys.executable, "-m", "swdepot", "serve", "--data-dir", str(service.data_dir),
-         "--port", str(node_port), "--allow-network", "127.0.0.1/32", "--log-level", "warning",
-         "--config", str(node_config)],
-        env={**os.environ, "SWDEPOT_ADMIN_PASSWORD": ADMIN_PASSWORD},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    node = Swdepot(workdir, data_dir=service.data_dir,
+                   extra_args=("--config", str(node_config)))
     try:
         wait_port(port)
-        wait_port(node_port)
         found = {"null app": (f"https://127.0.0.1:{port}", ["/a", "/b"])}
         if nginx is not None:
             found["nginx static"] = (f"https://127.0.0.1:{nginx.port}", ["/job.json"] * 2)
-        found["second node"] = (f"https://127.0.0.1:{node_port}", [])
+        found["second node"] = (node.base, paths)
         yield found
     finally:
-        for proc in (null, node):
-            proc.terminate()
-            proc.wait(timeout=10)
+        node.stop()
+        null.terminate()
+        null.wait(timeout=10)
         if nginx is not None:
             nginx.stop()
 
 
-def verdict(load_rps: float, p99: float, slowdown: float | None, failed: int) -> bool:
+def verdict(load_rps: float, p99: float, slowdown: float, failed: int) -> bool:
     return (load_rps >= MIN_RPS and p99 < P99_MS and failed == 0
-            and (slowdown is None or slowdown < MAX_SLOWDOWN))
+            and slowdown < MAX_SLOWDOWN)
 
 
 def main() -> int:
@@ -262,27 +258,26 @@ def main() -> int:
             service.clear()
             job = service.get("/api/cluster/software/download")["job"]["uuid"]
             paths = [f"/api/cluster/jobs/{job}", "/api/cluster/software/download"]
-            with references(service, paths[0], work) as refs:
+
+            def polled(window: float, rate: int | None, base: str | None = None,
+                       targets: list[str] = paths) -> tuple[float, Load]:
+                done = polled_download(service, url, targets, window, args.clients, rate,
+                                       work, base=base)
+                service.clear()
+                return done
+
+            with references(service, paths, work) as refs:
                 for rep in range(args.reps):
                     if rep:
                         quiet.append(service.download(url))
                         service.clear()
                     window = max(1.0, min(20.0, median(quiet) * 0.9))
-
-                    def polled(rate: int | None, base: str | None = None,
-                               targets: list[str] = paths, w: float = window
-                               ) -> tuple[float, Load]:
-                        done = polled_download(service, url, targets, w, args.clients, rate,
-                                               work, base=base)
-                        service.clear()
-                        return done
-
                     service.get("/api/swdepot/runtime?reset=true")
-                    runs["swdepot"].append(polled(args.rate))
+                    runs["swdepot"].append(polled(window, args.rate))
                     lags.append(service.get("/api/swdepot/runtime")["loop_lag_ms"])
-                    for name, (base, ref_paths) in refs.items():
-                        runs[name].append(polled(args.rate, base, ref_paths or paths))
-                    runs["swdepot flat out"].append(polled(None))
+                    for name, (base, targets) in refs.items():
+                        runs[name].append(polled(window, args.rate, base, targets))
+                    runs["swdepot flat out"].append(polled(window, None))
             costs = [quiet_cost(service, paths, args.clients, work) for _ in range(args.reps)]
     finally:
         server.stop()

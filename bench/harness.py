@@ -239,9 +239,12 @@ class Swdepot:
     """``swdepot serve`` as a child process with its own fresh data directory."""
 
     def __init__(self, workdir: Path, *, ca_file: Path | None = None,
-                 import_dir: Path | None = None, extra_args: tuple[str, ...] = ()) -> None:
+                 import_dir: Path | None = None, extra_args: tuple[str, ...] = (),
+                 data_dir: Path | None = None) -> None:
+        """``data_dir``: another service's, to run a second node of it (left in place)."""
         self.workdir = workdir
-        self.data_dir = Path(tempfile.mkdtemp(prefix="swdepot-bench-", dir=workdir))
+        self._owns_data = data_dir is None
+        self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="swdepot-bench-", dir=workdir))
         self.port = free_port()
         args = [sys.executable, "-m", "swdepot", "serve", "--data-dir", str(self.data_dir),
                 "--port", str(self.port), "--allow-network", "127.0.0.1/32",
@@ -312,7 +315,8 @@ class Swdepot:
         self.proc.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=10)
-        shutil.rmtree(self.data_dir, ignore_errors=True)
+        if self._owns_data:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 @contextlib.contextmanager

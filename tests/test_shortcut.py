@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -20,6 +21,7 @@ from pkgfactory import make_package
 from service import ADMIN_PASSWORD
 from swdepot.api.app import create_app
 from swdepot.api.shortcut import PollShortcut
+from test_observability import scrape, value
 
 DOWNLOAD = "/api/cluster/software/download"
 Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
@@ -194,8 +196,6 @@ def test_a_locked_out_address_is_refused_not_answered(swdepot, jobs, apps):
 
 
 def test_polls_are_counted_under_their_route(api, jobs):
-    from test_observability import scrape, value
-
     before = scrape(api)
     for _ in range(3):
         assert api.get(f"/api/cluster/jobs/{jobs['success']}").status_code == 200
@@ -212,14 +212,10 @@ def test_polls_are_counted_under_their_route(api, jobs):
 def test_a_failing_read_is_answered_by_the_routes(apps, jobs, swdepot, api, monkeypatch):
     """A broken store: the shortcut passes the request on, and the full app answers
     ONTAP's 500 (logged there), never a traceback."""
-    import sqlite3
-
     def broken(_uuid: str) -> None:
         raise sqlite3.OperationalError("disk I/O error")
 
     monkeypatch.setattr(swdepot.service.jobs, "get", broken)
-    from test_observability import scrape, value
-
     status, headers, body = assert_same(apps, f"/api/cluster/jobs/{jobs['success']}",
                                         headers=((b"authorization", ADMIN),
                                                  (b"x-request-id", b"broken-7")))

@@ -41,23 +41,24 @@ _READ = frozenset((b"authorization", b"accept", REQUEST_ID_HEADER))
 Record = Callable[[Service, str], dict[str, Any] | None]
 
 
-def _job(service: Service, path: str) -> dict[str, Any] | None:
-    job = visible_job(service, path[len(JOBS_PREFIX):])
+def _job(service: Service, uuid: str) -> dict[str, Any] | None:
+    job = visible_job(service, uuid)
     return job.to_ontap() if job is not None else None
 
 
-def _download(service: Service, _path: str) -> dict[str, Any] | None:
+def _download(service: Service, _key: str) -> dict[str, Any] | None:
     return service.downloads.status().to_ontap()
 
 
-def _route(path: str) -> tuple[str, Record] | None:
-    """The route template and record builder of a polled path, as Starlette would match it."""
+def _route(path: str) -> tuple[str, Record, str] | None:
+    """The route template, record builder and path parameter of a polled path, as
+    Starlette would match it."""
     if path == DOWNLOAD_ROUTE:
-        return DOWNLOAD_ROUTE, _download
+        return DOWNLOAD_ROUTE, _download, ""
     if path.startswith(JOBS_PREFIX):
         uuid = path[len(JOBS_PREFIX):]
         if uuid and "/" not in uuid:
-            return JOB_ROUTE, _job
+            return JOB_ROUTE, _job, uuid
     return None
 
 
@@ -75,7 +76,8 @@ class PollShortcut:
             return
         await self.app(scope, receive, send)
 
-    async def _answer(self, scope: Scope, send: Send, route: str, build: Record) -> bool:
+    async def _answer(self, scope: Scope, send: Send, route: str, build: Record,
+                      key: str) -> bool:
         """Send the answer and return True, or return False having sent nothing."""
         started = time.perf_counter()
         seen: dict[bytes, str] = {}
@@ -95,7 +97,7 @@ class PollShortcut:
         if principal is None:
             return False
         try:
-            body = build(self.service, scope["path"])
+            body = build(self.service, key)
         except Exception:  # the routes' path answers and logs it (a 500 in ONTAP's words)
             return False
         if body is None:
