@@ -1,8 +1,10 @@
-"""The transfer runs in a forked child process (transfer/process.py).
+"""A download's intake runs in a forked child (software/ingest_process.py), and its
+transfer in a child of that child (transfer/process.py).
 
-Every download test already goes through it (it is the default; cancel is tested in
-test_job_actions.py); these cover what is particular to it: the child really is another
-process, it holds none of the parent's descriptors, its death fails the job cleanly,
+Every download test already goes through them (it is the default; cancel is tested in
+test_job_actions.py); these cover what is particular to them: each really is another
+process, neither holds the service's descriptors (the intake only the staging files it
+opened itself), the death of either fails the job cleanly and leaves nothing staged,
 and the in-thread engine still works.
 """
 
@@ -25,20 +27,37 @@ def _children(pid: int) -> list[int]:
     found = []
     for listing in Path(f"/proc/{pid}/task").glob("*/children"):
         for child in listing.read_text().split():
-            status = Path(f"/proc/{child}/status")
-            if status.exists() and "State:\tZ" not in status.read_text():
+            if _alive(int(child)):
                 found.append(int(child))
     return found
 
 
-def _wait_for_child(deadline: float = 20.0) -> int:
+def _wait_for_child(parent: int | None = None, deadline: float = 20.0) -> int:
     end = time.monotonic() + deadline
     while time.monotonic() < end:
-        children = _children(os.getpid())
+        children = _children(parent or os.getpid())
         if children:
             return children[0]
         time.sleep(0.02)
-    raise AssertionError("no transfer process appeared")
+    raise AssertionError("no child process appeared")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+
+
+def _open_files(pid: int) -> dict[int, str]:
+    """Descriptors above stdio that name files (not sockets, pipes or anonymous inodes)."""
+    fds = {int(fd.name): os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()}
+    return {fd: target for fd, target in fds.items()
+            if fd > 2 and not target.startswith(("socket:", "anon_inode:", "pipe:"))}
+
+
+def _staged(swdepot) -> list[Path]:
+    return [p for root in swdepot.settings.store_roots for p in (root / ".staging").iterdir()]
 
 
 def _start_slow_download(api, http_server_noauth, content_dir, name: str, version: str) -> str:
@@ -50,37 +69,65 @@ def _start_slow_download(api, http_server_noauth, content_dir, name: str, versio
     return response.json()["job"]["uuid"]
 
 
-def test_the_transfer_runs_in_a_child_holding_only_its_socket(swdepot, http_server_noauth,
-                                                              content_dir):
+def test_the_intake_and_the_transfer_run_in_processes_holding_none_of_the_services_files(
+        swdepot, http_server_noauth, content_dir):
     assert isinstance(swdepot.service.downloads._engine, ForkingEngine)
+    assert swdepot.service.downloads._elsewhere is not None
     uuid = _start_slow_download(swdepot.api, http_server_noauth, content_dir, "child.tgz",
                                 "9.18.1")
-    child = _wait_for_child()
-    deadline = time.monotonic() + 20  # bytes flowing: the child is past its start-up
+    intake = _wait_for_child()
+    transfer = _wait_for_child(intake)
+    deadline = time.monotonic() + 20  # bytes flowing: both are past their start-up
     while not swdepot.api.get("/api/cluster/software/download").json().get("bytes_done"):
         assert time.monotonic() < deadline, "the download never started"
         time.sleep(0.05)
-    # stdio, its socket to the parent, and what libcurl opened itself (the connection)
-    fds = {int(fd.name): os.readlink(fd) for fd in Path(f"/proc/{child}/fd").iterdir()}
-    inherited = {fd: target for fd, target in fds.items()
-                 if fd > 2 and not target.startswith(("socket:", "anon_inode:", "pipe:"))}
-    assert inherited == {}, f"the child kept the parent's files open: {inherited}"
+    # the intake: stdio, its sockets, and the two staging files it opened itself; not the
+    # database, nor anything else of the service's
+    staging = {str(p) for p in _staged(swdepot)}
+    assert len(staging) == 2
+    assert set(_open_files(intake).values()) == staging
+    # the transfer: stdio, its socket to the intake, and libcurl's own connection
+    assert _open_files(transfer) == {}, "the transfer kept files open"
     assert swdepot.api.wait_job(uuid)["state"] == "success"
     assert _children(os.getpid()) == []  # reaped
+    assert _staged(swdepot) == []  # adopted and committed by the service
 
 
 def test_a_killed_transfer_process_fails_the_job_and_keeps_nothing(swdepot, http_server_noauth,
                                                                    content_dir):
     uuid = _start_slow_download(swdepot.api, http_server_noauth, content_dir, "killed.tgz",
                                 "9.18.2")
-    os.kill(_wait_for_child(), signal.SIGKILL)
+    os.kill(_wait_for_child(_wait_for_child()), signal.SIGKILL)
     job = swdepot.api.wait_job(uuid)
     assert job["state"] == "failure"
     assert "the transfer process ended unexpectedly" in job["message"]
     assert swdepot.api.get("/api/cluster/software/packages").json()["num_records"] == 0
-    staged = [p for root in swdepot.settings.store_roots for p in (root / ".staging").iterdir()]
-    assert staged == []
+    assert _staged(swdepot) == []
     # the next download works
+    make_package(content_dir, "after.tgz", "9.18.3")
+    assert swdepot.api.download(http_server_noauth.url("after.tgz"))["state"] == "success"
+
+
+def test_a_killed_intake_process_fails_the_job_and_the_service_removes_its_staging(
+        swdepot, http_server_noauth, content_dir):
+    uuid = _start_slow_download(swdepot.api, http_server_noauth, content_dir, "gone.tgz",
+                                "9.18.4")
+    intake = _wait_for_child()
+    transfer = _wait_for_child(intake)
+    deadline = time.monotonic() + 20
+    while len(_staged(swdepot)) < 2:
+        assert time.monotonic() < deadline, "nothing was staged"
+        time.sleep(0.02)
+    os.kill(intake, signal.SIGKILL)
+    job = swdepot.api.wait_job(uuid)
+    assert job["state"] == "failure"
+    assert "the download process ended unexpectedly" in job["message"]
+    assert _staged(swdepot) == []  # what the dead intake had opened, thrown away
+    deadline = time.monotonic() + 10  # the transfer dies with its parent
+    while _alive(transfer):
+        assert time.monotonic() < deadline, "the transfer outlived the intake"
+        time.sleep(0.02)
+    assert swdepot.api.get("/api/cluster/software/packages").json()["num_records"] == 0
     make_package(content_dir, "after.tgz", "9.18.3")
     assert swdepot.api.download(http_server_noauth.url("after.tgz"))["state"] == "success"
 

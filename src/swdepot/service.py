@@ -34,6 +34,7 @@ from swdepot.repository.repository import Repository
 from swdepot.repository.store import LocalDirStore
 from swdepot.software.download import DownloadService
 from swdepot.software.ingest import PackageIngest
+from swdepot.software.ingest_process import IngestProcess
 from swdepot.software.jobcontrol import JobControl
 from swdepot.software.packages import PackageService
 from swdepot.software.profile import ClusterProfile
@@ -84,13 +85,16 @@ class Service:
                               settings.retry_max_delay),
             max_duration=settings.max_duration,
         )
+        elsewhere: IngestProcess | None = None
         if settings.transfer_process and hasattr(os, "fork"):
             engine = ForkingEngine(engine, nice=settings.transfer_nice)
+            elsewhere = IngestProcess(self.repository, nice=settings.transfer_nice)
         self.ingest = PackageIngest(self.repository, self.validation_policy,
                                     settings.max_package_bytes, nice=settings.transfer_nice)
         self.downloads = DownloadService(
             runner=self.runner, jobs=self.jobs, repository=self.repository, ingest=self.ingest,
             engine=engine, node=node, update_in_progress=self.profile.update_in_progress,
+            elsewhere=elsewhere,
         )
         self.uploads = UploadService(
             runner=self.runner, repository=self.repository, ingest=self.ingest, node=node,

@@ -115,6 +115,13 @@ class Repository:
             raise placement_failed(f"{exc.strerror or exc}") from exc
         return Staged(uploads)
 
+    def adopt(self, handles: Sequence[str]) -> Staged:
+        """The uploads another process staged (one handle per store, in store order)."""
+        if len(handles) != len(self.stores):
+            raise ValueError(f"{len(handles)} upload handles for {len(self.stores)} stores")
+        return Staged([store.adopt(handle) for store, handle in zip(self.stores, handles,
+                                                                    strict=True)])
+
     def check_name_free(self, file_name: str) -> None:
         """Refuse early, before any byte moves, when the file name is taken."""
         existing = self.catalog.by_file_name(file_name)

@@ -4,6 +4,12 @@ An :class:`Upload` is written sequentially and becomes visible under its key onl
 :meth:`Upload.commit` — for the local store that is fsync + atomic rename, for an
 S3-compatible store it would be completing a multipart upload. Nothing above this
 interface sees a path.
+
+An upload may be written by one process and committed by another: a download's bytes
+arrive in a process of its own (``software/intake.py``), while the catalog record that
+publishes them is written by the service. :attr:`Upload.handle` names the staged bytes
+and :meth:`BlobStore.adopt` takes them over by that name (for S3 the handle would be the
+multipart upload's id).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import fcntl
 import hashlib
 import mmap
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -22,6 +29,8 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 STAGING = ".staging"
+_PART = ".part"
+_HANDLE = re.compile(r"[0-9a-f]{32}\.part")
 WRITEBACK_WINDOW = 16 << 20  # buffered mode: start writeback every 16 MiB
 DIRECT_BUFFER = 1 << 20  # direct mode: bytes gathered before one aligned write
 DIRECT_ALIGN = 4096  # covers the logical block size of every common device
@@ -44,11 +53,23 @@ class Upload(Protocol):
     def abort(self) -> None:
         """Throw the written bytes away; safe to call more than once."""
 
+    @property
+    def handle(self) -> str:
+        """Names the staged bytes for :meth:`BlobStore.adopt` in another process."""
+
+    def detach(self) -> None:
+        """After :meth:`flush`: let go of the staged bytes without removing them, for
+        another process to adopt."""
+
 
 class BlobStore(Protocol):
     name: str
 
     def begin(self) -> Upload: ...
+
+    def adopt(self, handle: str) -> Upload:
+        """The upload another process staged and flushed under ``handle``: ready to be
+        committed or aborted here. Raises ValueError for a handle this store never made."""
 
     def open(self, key: str) -> BinaryIO: ...
 
@@ -82,18 +103,30 @@ class _LocalUpload:
     writeback (:func:`_start_writeback`).
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, name: str | None = None) -> None:
+        """A new staging file, or with ``name`` the flushed one another process wrote."""
         self._root = root
-        self._path = root / STAGING / f"{uuid.uuid4().hex}.part"
-        self._fd: int | None = os.open(
-            self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        self._size = 0
+        self._path = root / STAGING / (name or f"{uuid.uuid4().hex}{_PART}")
+        flags = os.O_WRONLY | os.O_CLOEXEC | (0 if name else os.O_CREAT | os.O_EXCL)
+        self._fd: int | None = os.open(self._path, flags, 0o644)
+        self._size = os.fstat(self._fd).st_size if name else 0
         self._flushed = 0  # buffered mode: bytes whose writeback has been started
         self._buffer: mmap.mmap | None = None
         self._pending = 0  # direct mode: bytes in the buffer not yet written in full blocks
-        self._durable = False
-        if _enable_direct(self._fd):
+        self._durable = name is not None  # adopted: flushed by the process that wrote it
+        if name is None and _enable_direct(self._fd):
             self._buffer = mmap.mmap(-1, DIRECT_BUFFER)  # page-aligned by construction
+
+    @property
+    def handle(self) -> str:
+        return self._path.name
+
+    def detach(self) -> None:
+        assert self._durable, "flush before handing an upload over"
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self._release_buffer()
 
     def write(self, chunk: bytes | memoryview) -> None:
         """Append all of ``chunk``; raises OSError (ENOSPC, EIO...) if the store cannot.
@@ -196,6 +229,11 @@ class LocalDirStore:
     def begin(self) -> _LocalUpload:
         return _LocalUpload(self.root)
 
+    def adopt(self, handle: str) -> _LocalUpload:
+        if not _HANDLE.fullmatch(handle):  # a staging file's own name, never a path
+            raise ValueError(f"not an upload handle of this store: {handle!r}")
+        return _LocalUpload(self.root, handle)
+
     def open(self, key: str) -> BinaryIO:
         return self._path(key).open("rb")
 
@@ -227,7 +265,7 @@ class LocalDirStore:
 
     def clean_staging(self) -> int:
         count = 0
-        for part in (self.root / STAGING).glob("*.part"):
+        for part in (self.root / STAGING).glob(f"*{_PART}"):
             with contextlib.suppress(FileNotFoundError):
                 part.unlink()
                 count += 1

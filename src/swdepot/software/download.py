@@ -28,7 +28,7 @@ from swdepot.jobs.runner import JobContext, JobRunner
 from swdepot.jobs.store import JobStore, SlotTaken
 from swdepot.repository.catalog import PackageRecord
 from swdepot.repository.repository import Repository
-from swdepot.software.ingest import PackageIngest
+from swdepot.software.ingest import IntakeRunner, PackageIngest
 from swdepot.transfer.engine import Engine
 from swdepot.transfer.url import Credentials, DownloadUrl, parse_download_url
 
@@ -66,26 +66,15 @@ class DownloadStatus:
         return body
 
 
-class _JobControl:
-    """Adapts a job context to what the transfer layer asks for."""
-
-    def __init__(self, ctx: JobContext) -> None:
-        self._ctx = ctx
-
-    @property
-    def cancelled(self) -> bool:
-        return self._ctx.cancelled
-
-    def progress(self, done: int, total: int | None) -> None:
-        self._ctx.report(bytes_done=done, bytes_total=total)
-
-
 class DownloadService:
     """Starts package downloads and answers for their status."""
 
     def __init__(self, *, runner: JobRunner, jobs: JobStore, repository: Repository,
                  ingest: PackageIngest, engine: Engine, node: str,
-                 update_in_progress: Callable[[], bool] = lambda: False) -> None:
+                 update_in_progress: Callable[[], bool] = lambda: False,
+                 elsewhere: IntakeRunner | None = None) -> None:
+        """``elsewhere``: where the intake runs (a process of its own), if not on the
+        job's thread."""
         self._runner = runner
         self._jobs = jobs
         self._repository = repository
@@ -93,6 +82,7 @@ class DownloadService:
         self._engine = engine
         self._node = node
         self._update_in_progress = update_in_progress
+        self._elsewhere = elsewhere
 
     def start(self, raw_url: str, username: str | None = None,
               password: str | None = None) -> Job:
@@ -120,7 +110,8 @@ class DownloadService:
         """The job body: transfer, inspect and publish in one pass over the bytes."""
         record = self._ingest.receive(
             ctx, url.file_name,
-            lambda sink: self._engine.fetch(url, credentials, sink, _JobControl(ctx)))
+            lambda sink, control: self._engine.fetch(url, credentials, sink, control),
+            elsewhere=self._elsewhere)
         log.info("downloaded %s (%s %s, %d bytes, sha256 %s)", url.url, record.kind,
                  record.version, record.size, record.sha256)
         return "success"

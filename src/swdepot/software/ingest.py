@@ -3,23 +3,84 @@
 A download (the bytes come from a URL) and an upload (they come in the request body)
 differ only in their source. Everything after that is this one path: stage on every
 node store, hash and inspect in the same pass, then publish — or throw it all away.
+
+The first part, the intake (stage, transfer, hash, inspect, flush), runs on the job's
+thread, or for a download in a process of its own (``software/ingest_process.py``), so
+that none of its threads share the service's GIL with the API. Publishing, the catalog
+record that makes the package visible, always happens here in the service.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
 
 from swdepot import testpoints
 from swdepot.jobs.runner import JobContext
 from swdepot.packages.inspect import PackageInspector
-from swdepot.packages.model import ValidationPolicy
+from swdepot.packages.model import PackageInfo, ValidationPolicy
 from swdepot.repository.catalog import PackageRecord
 from swdepot.repository.repository import Repository, Staged
+from swdepot.transfer.control import Control
 from swdepot.transfer.sink import PackageSink
 
 PROCESSING = "Package processing in progress"
 
-Feed = Callable[[PackageSink], None]
+Feed = Callable[[PackageSink, Control], None]
+
+
+@dataclass(frozen=True)
+class Intake:
+    """A package's bytes staged and flushed on every store, hashed and validated."""
+
+    staged: Staged
+    info: PackageInfo
+    sha256: str
+    size: int
+
+
+class IntakeEvents(Protocol):
+    """What an intake tells whoever waits for it, besides its progress."""
+
+    def opened(self, staged: Staged) -> None:
+        """Uploads were opened (again after a rewind): where bytes are being staged."""
+
+    def transferred(self, size: int) -> None:
+        """Every byte has arrived; flushing and the last checks follow."""
+
+
+class JobControl:
+    """Adapts a job context to what the transfer layer asks of its caller."""
+
+    def __init__(self, ctx: JobContext) -> None:
+        self._ctx = ctx
+
+    @property
+    def cancelled(self) -> bool:
+        return self._ctx.cancelled
+
+    def progress(self, done: int, total: int | None) -> None:
+        self._ctx.report(bytes_done=done, bytes_total=total)
+
+
+class _OnThisThread:
+    """The events of an intake on the job's own thread: straight into the job."""
+
+    def __init__(self, ctx: JobContext) -> None:
+        self._ctx = ctx
+
+    def opened(self, staged: Staged) -> None:
+        pass
+
+    def transferred(self, size: int) -> None:
+        self._ctx.report(PROCESSING, bytes_done=size, bytes_total=size, force=True)
+
+
+class IntakeRunner(Protocol):
+    """Runs an intake elsewhere (another process) on behalf of the job ``ctx``."""
+
+    def run(self, ctx: JobContext, take: Callable[[Control, IntakeEvents], Intake]) -> Intake: ...
 
 
 class PackageIngest:
@@ -36,30 +97,50 @@ class PackageIngest:
     def max_package_bytes(self) -> int:
         return self._max_bytes
 
-    def receive(self, ctx: JobContext, file_name: str, feed: Feed) -> PackageRecord:
+    def receive(self, ctx: JobContext, file_name: str, feed: Feed, *,
+                elsewhere: IntakeRunner | None = None) -> PackageRecord:
         """Run ``feed`` to write the bytes, then publish; nothing stays behind on failure.
 
+        With ``elsewhere`` the intake runs there (``feed`` must not need this process).
         The trusted keys are read per package, so operators can add keys without a restart.
         """
         policy = self._policy()
-        sink = PackageSink(lambda: self._repository.stage().uploads,
+
+        def take(control: Control, events: IntakeEvents) -> Intake:
+            return self._take(file_name, policy, feed, control, events)
+
+        if elsewhere is None:
+            intake = take(JobControl(ctx), _OnThisThread(ctx))
+        else:
+            intake = elsewhere.run(ctx, take)
+        try:
+            record = self._repository.publish(intake.staged, intake.info, intake.sha256,
+                                              intake.size)
+        except BaseException:
+            intake.staged.abort()
+            raise
+        testpoints.reached("download.published")
+        return record
+
+    def _take(self, file_name: str, policy: ValidationPolicy, feed: Feed, control: Control,
+              events: IntakeEvents) -> Intake:
+        """Stage, transfer, hash and inspect; flushed when it returns, gone if it raises."""
+
+        def open_uploads() -> Staged:
+            staged = self._repository.stage()
+            events.opened(staged)
+            return staged
+
+        sink = PackageSink(lambda: open_uploads().uploads,
                            lambda: PackageInspector(file_name, policy, nice=self._nice),
                            self._max_bytes, nice=self._nice)
         try:
-            feed(sink)
-            ctx.report(PROCESSING, bytes_done=sink.bytes_written,
-                       bytes_total=sink.bytes_written, force=True)
+            feed(sink, control)
+            events.transferred(sink.bytes_written)
             testpoints.reached("download.transferred")
             sink.finish()
             info = sink.inspector.finish()
         except BaseException:
             sink.abort()
             raise
-        staged = Staged(list(sink.uploads))
-        try:
-            record = self._repository.publish(staged, info, sink.sha256, sink.bytes_written)
-        except BaseException:
-            staged.abort()
-            raise
-        testpoints.reached("download.published")
-        return record
+        return Intake(Staged(list(sink.uploads)), info, sink.sha256, sink.bytes_written)

@@ -136,7 +136,8 @@ class UploadService:
         timer.start()
         ctx.on_cancel(lambda: intake.abort(interrupted("the upload was canceled")))
         try:
-            record = self._ingest.receive(ctx, name, lambda sink: self._drain(ctx, intake, sink))
+            record = self._ingest.receive(
+                ctx, name, lambda sink, _control: self._drain(ctx, intake, sink))
         except Cancelled:
             if expired.is_set():
                 raise OntapError(UPLOAD_TIME_LIMIT, "Package upload failed: the upload took "

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import mmap
+import struct
 from typing import Protocol
 
 from swdepot.errors import DOWNLOAD_FAILED, DOWNLOAD_TIME_LIMIT, OntapError
@@ -18,6 +20,41 @@ class Control(Protocol):
     def cancelled(self) -> bool: ...
 
     def progress(self, done: int, total: int | None) -> None: ...
+
+
+class ControlPage:
+    """A Control shared by a parent and the child it forked, in shared memory.
+
+    The child's work asks it as any Control (has the parent stopped it? how far has it
+    got?); the parent sets the stop flag and reads the progress, without a message for
+    either. Layout at ``offset``: the stop flag (one byte, 8 reserved), then bytes done
+    and bytes total (-1 while unknown) as two 64-bit integers.
+    """
+
+    SIZE = 24
+    _PROGRESS = struct.Struct("<qq")
+
+    def __init__(self, memory: mmap.mmap, offset: int = 0) -> None:
+        self._memory = memory
+        self._stop_at = offset
+        self._progress_at = offset + 8
+        self._PROGRESS.pack_into(memory, self._progress_at, 0, -1)
+
+    @property
+    def cancelled(self) -> bool:
+        return self._memory[self._stop_at] != 0
+
+    def progress(self, done: int, total: int | None) -> None:
+        self._PROGRESS.pack_into(self._memory, self._progress_at, done,
+                                 -1 if total is None else total)
+
+    def stop(self) -> None:
+        """Ask the child to end early (cancel, or the parent already knows it failed)."""
+        self._memory[self._stop_at] = 1
+
+    def read_progress(self) -> tuple[int, int | None]:
+        done, total = self._PROGRESS.unpack_from(self._memory, self._progress_at)
+        return done, None if total < 0 else total
 
 
 class Cancelled(OntapError):

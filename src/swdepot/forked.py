@@ -1,0 +1,102 @@
+"""What every forked helper process of the service does: detach, log through its parent, end.
+
+A download runs in two such processes (``software/intake.py``, ``transfer/process.py``).
+Fork, not spawn: a child starts in milliseconds with everything already imported, and
+its pages stay shared with the parent. Each child closes every inherited descriptor but
+its own socket at once, so it cannot keep the parent's client connections or database
+files open; dies with its parent (``PR_SET_PDEATHSIG``); sends its log records to the
+parent, whose handlers emit them (one log stream, one format); and leaves with
+``os._exit``, so none of the parent's exit handlers run twice.
+
+Messages between a parent and its child are datagrams on a ``SOCK_SEQPACKET`` socket
+pair, one message each, a kind byte first: ``L`` JSON (a log record), ``X`` (parent to
+child: the end was received, the child may exit). Each child adds kinds of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import signal
+import socket
+from typing import Any
+
+_PR_SET_PDEATHSIG = 1
+LOG = b"L"
+GOODBYE = b"X"
+
+
+def detach(keep: int) -> None:  # pragma: no cover - runs in a child
+    """Drop every inherited descriptor but ``keep`` (and stdio); die with the parent."""
+    os.closerange(3, keep)
+    os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() == 1:  # the parent died before the line above took effect
+        os._exit(1)
+
+
+class LogForwarder(logging.Handler):  # pragma: no cover - runs in a child
+    """Sends each record to the parent, which emits it: one log stream, one format."""
+
+    MAX_MESSAGE = 16 * 1024
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self._sock = sock
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fields = {"name": record.name, "levelno": record.levelno,
+                      "levelname": record.levelname, "msg": record.getMessage()[:self.MAX_MESSAGE],
+                      "pathname": record.pathname, "lineno": record.lineno,
+                      "funcName": record.funcName, "created": record.created,
+                      "exc_text": (self.formatter or logging.Formatter()).formatException(
+                          record.exc_info) if record.exc_info else None}
+            self._sock.send(LOG + json.dumps(fields).encode())
+        except Exception:
+            self.handleError(record)
+
+
+def forward_logs(sock: socket.socket) -> None:  # pragma: no cover - runs in a child
+    """Route every record to the parent instead of the handlers inherited from it (their
+    files and locks belong to the parent)."""
+    forwarder = LogForwarder(sock)
+    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+        if isinstance(logger, logging.Logger):
+            logger.handlers = [forwarder] if logger is logging.getLogger() else []
+
+
+def relog(body: bytes) -> None:
+    """Emit a record a child logged through this process's handlers (and formats)."""
+    fields: dict[str, Any] = json.loads(body)
+    record = logging.makeLogRecord(fields)
+    logging.getLogger(record.name).handle(record)
+
+
+def await_goodbye(sock: socket.socket) -> None:  # pragma: no cover - runs in a child
+    """Read until the parent's ``X``: a socket closed with unread messages in it would
+    reset the connection, and the parent could lose the last message still queued."""
+    sock.settimeout(10.0)
+    with contextlib.suppress(OSError):
+        while (message := sock.recv(64)) and message != GOODBYE:
+            pass
+
+
+def say_goodbye(sock: socket.socket) -> None:
+    """Tell the child its last message arrived: it may exit now."""
+    with contextlib.suppress(OSError):
+        sock.send(GOODBYE)
+
+
+def reap(pid: int) -> None:
+    """Wait for the child; kill it first if it is still running (the parent gave up)."""
+    with contextlib.suppress(ChildProcessError):
+        finished, _ = os.waitpid(pid, os.WNOHANG)
+        if finished == 0:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
