@@ -18,6 +18,7 @@ from pathlib import Path
 from swdepot.auth import ADMIN, Authenticator, hash_password
 from swdepot.config import Settings
 from swdepot.errors import INTERNAL_ERROR
+from swdepot.jobs.cache import RunningJobCache
 from swdepot.jobs.runner import JobRunner
 from swdepot.loginlimit import LoginLimiter
 from swdepot.metrics import MeteredJobStore, Metrics
@@ -58,7 +59,7 @@ class Service:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = Database(settings.database_path)
         self.metrics = Metrics()
-        self.jobs = MeteredJobStore(SqliteJobStore(self.db), self.metrics)
+        self.jobs = MeteredJobStore(RunningJobCache(SqliteJobStore(self.db)), self.metrics)
         self.users = SqliteUserStore(self.db)
         self.authenticator = Authenticator(
             self.users, limiter=LoginLimiter(settings.login_max_failures,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -12,6 +13,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match, Route
+from starlette.types import ASGIApp
 
 from swdepot.api.http import AuthMiddleware, CollapseSlashes, error_response
 from swdepot.api.observe import ObserveMiddleware
@@ -71,13 +73,28 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return response
 
 
+class _App(Starlette):
+    """Starlette with :class:`PollShortcut` outside its whole stack, Starlette's own
+    error middleware included: the shortcut answers only what cannot fail on the way
+    (it passes everything else on) and is the first thing every request meets."""
+
+    def __init__(self, service: Service, poll_shortcut: bool, **options: Any) -> None:
+        self._shortcut_for = service if poll_shortcut else None
+        super().__init__(**options)
+
+    def build_middleware_stack(self) -> ASGIApp:
+        stack = super().build_middleware_stack()
+        if self._shortcut_for is None:
+            return stack
+        return PollShortcut(stack, self._shortcut_for)
+
+
 def create_app(service: Service, *, poll_shortcut: bool = True) -> Starlette:
     """A Starlette app serving ``service``; the caller owns the service's lifetime.
 
     ``poll_shortcut=False`` leaves out :class:`PollShortcut`, so that every request takes
     the routes' path (the tests compare the two).
     """
-    shortcut = [Middleware(PollShortcut, service=service)] if poll_shortcut else []
     monitor = LoopLagMonitor(service.settings.loop_lag_interval)
 
     @asynccontextmanager
@@ -86,12 +103,11 @@ def create_app(service: Service, *, poll_shortcut: bool = True) -> Starlette:
         yield
         await monitor.stop()
 
-    app = Starlette(
+    app = _App(
+        service, poll_shortcut,
         lifespan=lifespan,
         routes=ROUTES,
-        # the shortcut first: it answers routine polls before the other layers run
-        middleware=[*shortcut,
-                    Middleware(CollapseSlashes),
+        middleware=[Middleware(CollapseSlashes),
                     Middleware(ObserveMiddleware, metrics=service.metrics),
                     Middleware(AuthMiddleware, authenticator=service.authenticator)],
         exception_handlers={

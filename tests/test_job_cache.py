@@ -1,0 +1,107 @@
+"""RunningJobCache (jobs/cache.py): this process's running jobs from memory, always as the
+database holds them; everything else from the database.
+
+Each test runs two stores over one real SQLite file: ``ours`` (the cache over its own
+connection, as the service builds it) and ``theirs`` (another process's plain store).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from swdepot.jobs.cache import RunningJobCache
+from swdepot.jobs.model import Job, JobKind, JobState, Progress
+from swdepot.jobs.store import SlotTaken
+from swdepot.persistence.sqlite import Database, SqliteJobStore
+
+
+class CountingStore:
+    """The real store, counting the reads that reach it."""
+
+    def __init__(self, inner: SqliteJobStore) -> None:
+        self.inner = inner
+        self.reads = 0
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def get(self, uuid: str) -> Job | None:
+        self.reads += 1
+        return self.inner.get(uuid)
+
+    def latest(self, kind: JobKind) -> Job | None:
+        self.reads += 1
+        return self.inner.latest(kind)
+
+
+@pytest.fixture
+def stores(tmp_path: Path) -> tuple[RunningJobCache, CountingStore, SqliteJobStore]:
+    path = tmp_path / "jobs.db"
+    counting = CountingStore(SqliteJobStore(Database(path)))
+    return RunningJobCache(counting), counting, SqliteJobStore(Database(path))
+
+
+def download(node: str = "node-1") -> Job:
+    return Job.new(JobKind.DOWNLOAD, "POST /api/cluster/software/download", node=node)
+
+
+def test_a_running_job_is_answered_from_memory_exactly_as_the_database_holds_it(stores):
+    ours, counting, theirs = stores
+    job = download()
+    ours.insert(job, exclusive=True)
+    ours.transition(job.uuid, JobState.RUNNING, "Package download in progress",
+                    start_time=1000.0)
+    ours.set_progress(job.uuid, None, Progress(1 << 20, 4 << 20, 123.4))
+    counting.reads = 0
+    for _ in range(3):
+        assert ours.get(job.uuid) == theirs.get(job.uuid)
+        assert ours.latest(JobKind.DOWNLOAD) == theirs.latest(JobKind.DOWNLOAD)
+    assert counting.reads == 0
+    assert ours.get(job.uuid).progress == Progress(1 << 20, 4 << 20, 123.4)
+
+
+def test_an_ended_job_is_read_from_the_database_again(stores):
+    ours, counting, theirs = stores
+    job = download()
+    ours.insert(job, exclusive=True)
+    ours.transition(job.uuid, JobState.SUCCESS, "success", end_time=2000.0)
+    counting.reads = 0
+    assert ours.get(job.uuid) == theirs.get(job.uuid)
+    assert ours.get(job.uuid).state is JobState.SUCCESS
+    assert ours.latest(JobKind.DOWNLOAD) == theirs.latest(JobKind.DOWNLOAD)
+    assert counting.reads == 3
+
+
+def test_another_processs_jobs_and_newer_jobs_come_from_the_database(stores):
+    ours, _counting, theirs = stores
+    mine, other = download(), download("node-2")
+    theirs.insert(other, exclusive=True)
+    assert ours.get(other.uuid) == theirs.get(other.uuid)
+    with pytest.raises(SlotTaken):  # the slot is the database's, whoever asks
+        ours.insert(mine, exclusive=True)
+    assert ours.get(mine.uuid) is None
+    theirs.transition(other.uuid, JobState.RUNNING, "running")
+    assert ours.get(other.uuid).state is JobState.RUNNING  # never cached: always fresh
+    assert ours.latest(JobKind.DOWNLOAD).uuid == other.uuid
+
+
+def test_only_an_exclusive_job_stands_for_its_kinds_latest(stores):
+    ours, _counting, theirs = stores
+    upload = Job.new(JobKind.UPLOAD, "POST /api/cluster/software/upload", node="node-1")
+    ours.insert(upload)  # no slot: another process may create a newer upload meanwhile
+    newer = Job.new(JobKind.UPLOAD, "POST /api/cluster/software/upload", node="node-2")
+    newer = newer.with_changes(created_at=upload.created_at + 1)
+    theirs.insert(newer)
+    assert ours.get(upload.uuid) == theirs.get(upload.uuid)
+    assert ours.latest(JobKind.UPLOAD).uuid == newer.uuid
+
+
+def test_a_restart_that_fails_the_nodes_jobs_leaves_nothing_stale(stores):
+    ours, _counting, theirs = stores
+    job = download()
+    ours.insert(job, exclusive=True)
+    assert ours.fail_active("the service restarted", 10551381, 3000.0, node="node-1") == 1
+    assert ours.get(job.uuid) == theirs.get(job.uuid)
+    assert ours.get(job.uuid).state is JobState.FAILURE
