@@ -3,6 +3,9 @@
 ONTAP ships with a self-signed cluster certificate; swdepot does the same unless the
 operator passes ``--cert``/``--key``. ECDSA P-256, because its handshake signature
 costs a fraction of RSA's on this class of machine.
+
+The pair is made by ``python -m swdepot.tls`` in a process of its own: ``cryptography``
+would stay loaded in the service for good (about 10 MB) for one use at first start.
 """
 
 from __future__ import annotations
@@ -12,12 +15,9 @@ import ipaddress
 import os
 import socket
 import ssl
+import subprocess
+import sys
 from pathlib import Path
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 #: Forward-secret AEAD suites only (Mozilla's "intermediate" profile, TLS 1.2 part);
 #: TLS 1.3 suites are all modern and not affected by this string.
@@ -41,6 +41,21 @@ def ensure_self_signed(directory: Path, hostnames: list[str]) -> tuple[Path, Pat
     cert_path, key_path = directory / "server.crt", directory / "server.key"
     if cert_path.is_file() and key_path.is_file():
         return cert_path, key_path
+    made = subprocess.run([sys.executable, "-m", "swdepot.tls", str(directory), *hostnames],
+                          capture_output=True, text=True, check=False)
+    if made.returncode != 0:
+        raise RuntimeError(f"could not create the TLS certificate: {made.stderr.strip()}")
+    return cert_path, key_path
+
+
+def _generate(directory: Path, hostnames: list[str]) -> None:
+    """Write a new self-signed pair (``server.crt``, ``server.key``) into ``directory``."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    cert_path, key_path = directory / "server.crt", directory / "server.key"
     directory.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
     names: list[x509.GeneralName] = []
@@ -70,4 +85,7 @@ def ensure_self_signed(directory: Path, hostnames: list[str]) -> tuple[Path, Pat
                                    serialization.PrivateFormat.PKCS8,
                                    serialization.NoEncryption()))
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return cert_path, key_path
+
+
+if __name__ == "__main__":
+    _generate(Path(sys.argv[1]), sys.argv[2:])

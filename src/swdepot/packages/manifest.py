@@ -1,4 +1,8 @@
-"""The manifest inside a swdepot package, its detached Ed25519 signature and trusted keys."""
+"""The manifest inside a swdepot package, its detached Ed25519 signature and trusted keys.
+
+``cryptography`` is imported only where a key is loaded or a signature checked: it adds
+about 10 MB to a process, and a service without trusted keys never needs it.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +14,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
-
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from typing import TYPE_CHECKING, Any
 
 from swdepot.packages.model import PackageInvalid
 from swdepot.packages.naming import normalise_member_path
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 MANIFEST_NAME = "manifest.json"
 SIGNATURE_NAME = "manifest.json.sig"
@@ -201,6 +204,8 @@ def find_signer(
     manifest_bytes: bytes, signature: bytes, trusted_keys: Mapping[str, Ed25519PublicKey]
 ) -> str:
     """The name of the trusted key that made the signature; sorted so the answer is stable."""
+    from cryptography.exceptions import InvalidSignature
+
     for name in sorted(trusted_keys):
         try:
             trusted_keys[name].verify(signature, manifest_bytes)
@@ -234,6 +239,10 @@ def load_trusted_keys(directory: Path) -> dict[str, Ed25519PublicKey]:
 
 def _load_public_key(path: Path) -> Ed25519PublicKey:
     """One trusted key file; anything but an Ed25519 public key is refused."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
     try:
         key = load_pem_public_key(path.read_bytes())
     except (ValueError, UnsupportedAlgorithm) as exc:

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from typing import TYPE_CHECKING
 
 from swdepot.errors import PACKAGE_PROCESSING_FAILED, InvalidInput
+
+if TYPE_CHECKING:  # cryptography is loaded only where keys are (packages/manifest.py)
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
