@@ -1,5 +1,5 @@
-"""RunningJobCache (jobs/cache.py): this process's running jobs from memory, always as the
-database holds them; everything else from the database.
+"""RunningJobCache (jobs/cache.py): this process's running jobs, and ended jobs, from
+memory, always as the database holds them; everything else from the database.
 
 Each test runs two stores over one real SQLite file: ``ours`` (the cache over its own
 connection, as the service builds it) and ``theirs`` (another process's plain store).
@@ -62,7 +62,7 @@ def test_a_running_job_is_answered_from_memory_exactly_as_the_database_holds_it(
     assert ours.get(job.uuid).progress == Progress(1 << 20, 4 << 20, 123.4)
 
 
-def test_an_ended_job_is_read_from_the_database_again(stores):
+def test_an_ended_job_is_read_once_and_then_kept_as_read(stores):
     ours, counting, theirs = stores
     job = download()
     ours.insert(job, exclusive=True)
@@ -70,8 +70,33 @@ def test_an_ended_job_is_read_from_the_database_again(stores):
     counting.reads = 0
     assert ours.get(job.uuid) == theirs.get(job.uuid)
     assert ours.get(job.uuid).state is JobState.SUCCESS
+    assert counting.reads == 1  # ended: it never changes again
+    # no longer the kind's latest by its slot: that is the database's answer again
     assert ours.latest(JobKind.DOWNLOAD) == theirs.latest(JobKind.DOWNLOAD)
-    assert counting.reads == 3
+    assert counting.reads == 2
+
+
+def test_ended_jobs_leave_when_purged_and_only_so_many_are_kept(stores):
+    ours, counting, theirs = stores
+    old, recent = download(), download()
+    for job, ended in ((old, 1000.0), (recent, 5000.0)):
+        theirs.insert(job)
+        theirs.transition(job.uuid, JobState.FAILURE, "failed", 1, end_time=ended)
+        assert ours.get(job.uuid).end_time == ended
+    newest = download()
+    theirs.insert(newest)  # the purge keeps each kind's latest job, whatever its age
+    ours.purge(2000.0)
+    assert ours.get(old.uuid) is None and theirs.get(old.uuid) is None
+    assert ours.get(recent.uuid) == theirs.get(recent.uuid)
+    for _ in range(RunningJobCache.ENDED + 5):
+        job = download()
+        theirs.insert(job)
+        theirs.transition(job.uuid, JobState.SUCCESS, "success", end_time=6000.0)
+        ours.get(job.uuid)
+    assert len(ours._ended) == RunningJobCache.ENDED
+    counting.reads = 0
+    assert ours.get(recent.uuid) == theirs.get(recent.uuid)  # the oldest were let go
+    assert counting.reads == 1
 
 
 def test_another_processs_jobs_and_newer_jobs_come_from_the_database(stores):

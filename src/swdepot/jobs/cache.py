@@ -1,23 +1,27 @@
-"""The jobs this process runs, kept as the store last returned them: polls read no database.
+"""Jobs as the store last returned them, kept in memory so that polls read no database.
 
 While a download runs, clients poll its job and the download status thousands of times
 for every change the job goes through (progress is written every half second). Each
 poll read the job's row back from the database, the largest part of a poll's own work.
-Yet the rows of a running job are written by this process alone, the one that runs it:
-no other process may change them, and while the job holds its kind's exclusive slot
-(a download always does) no other job of that kind can be created anywhere, so it is
-also the kind's latest job. :class:`RunningJobCache` therefore keeps each active job
-this process inserted, re-read from the store after every write of it, and answers
-``get`` and ``latest`` for those from memory. Everything else, and every job of another
-process, is read from the store as before; a job leaves the cache when it ends.
+Two kinds of rows can be answered from memory without ever being stale:
 
-What is answered is always a state the store held: the cached job is the store's own
-answer after the last write, never a copy the cache edited itself.
+- *This process's running jobs.* Their rows are written by this process alone, the one
+  that runs them: no other process changes them, and while such a job holds its kind's
+  exclusive slot (a download always does) no other job of that kind can be created
+  anywhere, so it is also the kind's latest job. Each is re-read from the store after
+  every write of it, and ``get`` and ``latest`` answer it from memory until it ends.
+- *Ended jobs*, anyone's. A job that has ended never changes again; it is only deleted
+  once its retention period is over, when the API stops showing it anyway (nodes of one
+  cluster share ``job_retention_seconds``). The last few hundred read are kept.
+
+What is answered is always a state the store held: a cached job is the store's own
+answer, never a copy the cache edited itself. Everything else is read from the store.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from typing import Any
 
 from swdepot.jobs.model import Job, JobKind, JobState, Progress
@@ -25,20 +29,43 @@ from swdepot.jobs.store import JobStore
 
 
 class RunningJobCache:
-    """A :class:`JobStore` that serves this process's running jobs from memory."""
+    """A :class:`JobStore` that serves this process's running jobs, and ended jobs, from
+    memory."""
+
+    ENDED = 256  # ended jobs kept: far more than are polled at once
 
     def __init__(self, inner: JobStore) -> None:
         self._inner = inner
         self._write = threading.Lock()  # a write and its re-read, in order per store
         self._running: dict[str, Job] = {}  # uuid -> the job as last written and re-read
         self._slots: dict[JobKind, str] = {}  # kind -> uuid of this process's exclusive job
+        self._ended: OrderedDict[str, Job] = OrderedDict()  # uuid -> ended job, oldest first
+        self._ended_lock = threading.Lock()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
     def get(self, uuid: str) -> Job | None:
-        job = self._running.get(uuid)
-        return job if job is not None else self._inner.get(uuid)
+        job = self._running.get(uuid) or self._ended.get(uuid)
+        if job is not None:
+            return job
+        job = self._inner.get(uuid)
+        if job is not None and job.state.terminal:
+            self._remember_ended(job)
+        return job
+
+    def purge(self, ended_before: float) -> int:
+        with self._ended_lock:
+            for uuid in [u for u, job in self._ended.items()
+                         if job.end_time is not None and job.end_time < ended_before]:
+                del self._ended[uuid]
+        return self._inner.purge(ended_before)
+
+    def _remember_ended(self, job: Job) -> None:
+        with self._ended_lock:
+            self._ended[job.uuid] = job
+            while len(self._ended) > self.ENDED:
+                self._ended.popitem(last=False)
 
     def latest(self, kind: JobKind) -> Job | None:
         uuid = self._slots.get(kind)
