@@ -24,9 +24,14 @@ own: a do-nothing ASGI app under swdepot's own uvicorn configuration and TLS
 as a static file over TLS. They show what the load costs the machine with no
 application work at all, i.e. whether the target can be met here by any service. A
 diagnosis row runs the same paced polls against a second ``swdepot serve`` on the same
-data directory (another node of the same cluster) while the first one downloads: the
-same code answering from an event loop whose process runs none of the download's
-threads.
+data directory (another node of the same cluster) while the first one downloads. Since
+the download's threads run in child processes of the service (software/ingest_process.py)
+the service's own loop runs none of them either, so the two rows should agree: a gap is
+what remains of the job thread that waits for the download in the service.
+
+The job polled is the previous download's, ended (h2load needs its URLs before the
+download is posted); the running one is answered from memory the same way
+(jobs/cache.py).
 
 wrk, which this benchmark used before, busy-loops while its TLS handshakes wait for the
 server (it watches for writability): on this machine it took 80-90 % of a core to send

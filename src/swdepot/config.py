@@ -53,8 +53,9 @@ class Settings:
     stall_min_speed: int = 1  # bytes per second; 1 means "no progress at all"
     max_duration: float = 3600.0  # ONTAP's 1-hour limit (10551383), retries included
     max_package_bytes: int = 64 << 30
-    # Run each transfer in a forked child process, so libcurl's per-16-KiB callbacks never
-    # compete with the API for the GIL (docs/performance.md). False: on a service thread.
+    # Run each download's intake (copies, sha256, inspection) in a forked child and its
+    # transfer in a child of that, so neither the API nor libcurl's per-16-KiB callbacks
+    # wait for a GIL another part holds (docs/performance.md). False: on a service thread.
     transfer_process: bool = True
     # CPU priority (nice, 0-19) of the threads and process that move, hash and check package
     # bytes. 19 serves the API first when the CPU is short (2-3x the request rate under load)
