@@ -6,7 +6,7 @@ S3-compatible store it would be completing a multipart upload. Nothing above thi
 interface sees a path.
 
 An upload may be written by one process and committed by another: a download's bytes
-arrive in a process of its own (``software/intake.py``), while the catalog record that
+arrive in a process of its own (``software/ingest_process.py``), while the catalog record that
 publishes them is written by the service. :attr:`Upload.handle` names the staged bytes
 and :meth:`BlobStore.adopt` takes them over by that name (for S3 the handle would be the
 multipart upload's id).

@@ -40,7 +40,7 @@ from swdepot.packages.model import PackageInfo, PackageKind
 from swdepot.priority import lower_this_thread
 from swdepot.repository.repository import Repository, Staged
 from swdepot.software.ingest import PROCESSING, Intake, IntakeEvents, JobControl
-from swdepot.transfer.control import Cancelled, Control, ControlPage, failed
+from swdepot.transfer.control import Control, ControlPage, ending, failed, raise_ending
 
 log = logging.getLogger(__name__)
 
@@ -125,10 +125,7 @@ class _Waiter:
             self._page.stop()
 
     def _end(self, result: dict[str, Any]) -> Intake:
-        if result.get("cancelled"):
-            raise Cancelled()
-        if "code" in result:
-            raise OntapError(int(result["code"]), str(result["message"]))
+        raise_ending(result)
         info = dict(result["info"])
         return Intake(self._repository.adopt(result["handles"]),
                       PackageInfo(**{**info, "kind": PackageKind(info["kind"])}),
@@ -162,10 +159,8 @@ def _child(take: Take, page: ControlPage, sock: socket.socket,
             result = {"handles": [u.handle for u in intake.staged.uploads],
                       "info": {**asdict(intake.info), "kind": intake.info.kind.value},
                       "sha256": intake.sha256, "size": intake.size}
-        except Cancelled:
-            result = {"cancelled": True}
         except OntapError as exc:
-            result = {"code": exc.code, "message": exc.message}
+            result = ending(exc)
         except Exception:
             log.exception("the download's intake failed unexpectedly")
             result = {"code": DOWNLOAD_FAILED,
@@ -175,7 +170,6 @@ def _child(take: Take, page: ControlPage, sock: socket.socket,
         status = 0
     finally:
         os._exit(status)
-
 
 
 class _Messages:  # pragma: no cover - runs in the child

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import mmap
 import struct
-from typing import Protocol
+from typing import Any, Protocol
 
 from swdepot.errors import DOWNLOAD_FAILED, DOWNLOAD_TIME_LIMIT, OntapError
 
@@ -62,6 +62,21 @@ class Cancelled(OntapError):
 
     def __init__(self) -> None:
         super().__init__(DOWNLOAD_FAILED, "Package download failed: the download was canceled.")
+
+
+def ending(exc: OntapError) -> dict[str, Any]:
+    """The error that ended a child process's work, as it tells its parent (JSON)."""
+    if isinstance(exc, Cancelled):
+        return {"cancelled": True}
+    return {"code": exc.code, "message": exc.message}
+
+
+def raise_ending(result: dict[str, Any]) -> None:
+    """In the parent: raise what the child reported with :func:`ending`, if anything."""
+    if result.get("cancelled"):
+        raise Cancelled()
+    if "code" in result:
+        raise OntapError(int(result["code"]), str(result["message"]))
 
 
 def address_allowed(ip: Address, allowed: tuple[Network, ...]) -> bool:

@@ -38,7 +38,14 @@ from typing import Any
 from swdepot import forked
 from swdepot.errors import DOWNLOAD_FAILED, OntapError
 from swdepot.priority import lower_this_thread
-from swdepot.transfer.control import Cancelled, Control, ControlPage, failed
+from swdepot.transfer.control import (
+    Cancelled,
+    Control,
+    ControlPage,
+    ending,
+    failed,
+    raise_ending,
+)
 from swdepot.transfer.engine import Engine
 from swdepot.transfer.sink import BLOCK_SIZE, POOL_BLOCKS, BlockGatherer, PackageSink
 from swdepot.transfer.url import Credentials, DownloadUrl
@@ -163,10 +170,7 @@ class _Pump:
     def _end(self, result: dict[str, Any]) -> None:
         if self._failure is not None:
             raise self._failure
-        if result.get("cancelled"):
-            raise Cancelled()
-        if "code" in result:
-            raise OntapError(int(result["code"]), str(result["message"]))
+        raise_ending(result)
 
 
 # --- child -----------------------------------------------------------------------------
@@ -187,10 +191,8 @@ def _child(engine: Engine, url: DownloadUrl, credentials: Credentials, offset: i
         try:
             engine.fetch(url, credentials, sink, page)
             sink.flush()
-        except Cancelled:
-            result = {"cancelled": True}
         except OntapError as exc:
-            result = {"code": exc.code, "message": exc.message}
+            result = ending(exc)
         except Exception:
             log.exception("the transfer of %s failed unexpectedly", url.url)
             result = {"code": DOWNLOAD_FAILED,
