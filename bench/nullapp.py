@@ -1,9 +1,10 @@
 """A do-nothing API under swdepot's own server: the floor for bench/api_load.py.
 
 It answers every request with the bytes of one real poll answer (its body and headers,
-captured from the service under test), served by the same uvicorn configuration and
-hardened TLS as ``swdepot serve``. Whatever this process costs under a load is what the
-HTTP server, TLS and the kernel cost, with no application work at all.
+captured from the service under test), served by the same uvicorn configuration,
+hardened TLS and allocator settings as ``swdepot serve``. Whatever this process costs
+under a load is what the HTTP server, TLS and the kernel cost, with no application work
+at all.
 
     python bench/nullapp.py PORT CERT KEY ANSWER.json
 """
@@ -17,7 +18,7 @@ from typing import Any
 
 import uvicorn
 
-from swdepot.server import uvicorn_config
+from swdepot.server import tune_allocator, uvicorn_config
 from swdepot.tls import harden
 
 
@@ -42,6 +43,7 @@ def main() -> None:
     config.load()
     assert config.ssl is not None
     harden(config.ssl)
+    tune_allocator()  # as swdepot serve does
     uvicorn.Server(config).run()
 
 
