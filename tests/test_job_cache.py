@@ -62,7 +62,7 @@ def test_a_running_job_is_answered_from_memory_exactly_as_the_database_holds_it(
     assert ours.get(job.uuid).progress == Progress(1 << 20, 4 << 20, 123.4)
 
 
-def test_an_ended_job_is_read_once_and_then_kept_as_read(stores):
+def test_an_ended_job_is_kept_as_last_read(stores):
     ours, counting, theirs = stores
     job = download()
     ours.insert(job, exclusive=True)
@@ -70,9 +70,14 @@ def test_an_ended_job_is_read_once_and_then_kept_as_read(stores):
     counting.reads = 0
     assert ours.get(job.uuid) == theirs.get(job.uuid)
     assert ours.get(job.uuid).state is JobState.SUCCESS
-    assert counting.reads == 1  # ended: it never changes again
+    assert counting.reads == 0  # ended: it never changes again, and was read as it ended
     # no longer the kind's latest by its slot: that is the database's answer again
     assert ours.latest(JobKind.DOWNLOAD) == theirs.latest(JobKind.DOWNLOAD)
+    assert counting.reads == 1
+    other = download("node-2")  # another process's ended job: read once, then kept
+    theirs.insert(other)
+    theirs.transition(other.uuid, JobState.FAILURE, "failed", 1, end_time=2500.0)
+    assert ours.get(other.uuid) == ours.get(other.uuid) == theirs.get(other.uuid)
     assert counting.reads == 2
 
 

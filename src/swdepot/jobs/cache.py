@@ -61,12 +61,6 @@ class RunningJobCache:
                 del self._ended[uuid]
         return self._inner.purge(ended_before)
 
-    def _remember_ended(self, job: Job) -> None:
-        with self._ended_lock:
-            self._ended[job.uuid] = job
-            while len(self._ended) > self.ENDED:
-                self._ended.popitem(last=False)
-
     def latest(self, kind: JobKind) -> Job | None:
         uuid = self._slots.get(kind)
         job = self._running.get(uuid) if uuid is not None else None
@@ -115,7 +109,15 @@ class RunningJobCache:
         if job is not None and not job.state.terminal:
             self._running[uuid] = job
             return
+        if job is not None:
+            self._remember_ended(job)
         self._running.pop(uuid, None)
         for kind, holder in list(self._slots.items()):
             if holder == uuid:
                 del self._slots[kind]
+
+    def _remember_ended(self, job: Job) -> None:
+        with self._ended_lock:
+            self._ended[job.uuid] = job
+            while len(self._ended) > self.ENDED:
+                self._ended.popitem(last=False)
