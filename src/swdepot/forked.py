@@ -22,6 +22,7 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Callable, Iterator
 from typing import Any
 
 _PR_SET_PDEATHSIG = 1
@@ -68,6 +69,31 @@ def forward_logs(sock: socket.socket) -> None:  # pragma: no cover - runs in a c
     for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
         if isinstance(logger, logging.Logger):
             logger.handlers = [forwarder] if logger is logging.getLogger() else []
+
+
+def messages(sock: socket.socket, idle: Callable[[], None], *, every: float = 0.1,
+             size: int = 65536) -> Iterator[tuple[bytes, bytes]]:
+    """The child's messages as (kind, body); log records (``L``) are emitted here first,
+    and passed on too, for callers that act after every message.
+
+    ``idle`` runs whenever ``every`` seconds pass without a message (progress, cancel).
+    The iteration ends when the child is gone: its socket closed or broken.
+    """
+    sock.settimeout(every)
+    while True:
+        try:
+            message = sock.recv(size)
+        except TimeoutError:
+            idle()
+            continue
+        except OSError:
+            return
+        if not message:
+            return
+        kind, body = message[:1], message[1:]
+        if kind == LOG:
+            relog(body)
+        yield kind, body
 
 
 def relog(body: bytes) -> None:

@@ -93,30 +93,18 @@ class _Waiter:
         self._opened: list[list[str]] = []  # every set of uploads the child announced
 
     def run(self) -> Intake:
-        self._sock.settimeout(_POLL_SECONDS)
-        while True:
-            try:
-                message = self._sock.recv(65536)
-            except TimeoutError:
-                self._relay()
-                continue
-            except OSError:
-                message = b""
-            if not message:
-                self._discard_opened()
-                raise failed("the download process ended unexpectedly")
-            kind, body = message[:1], message[1:]
+        for kind, body in forked.messages(self._sock, self._relay, every=_POLL_SECONDS):
             if kind == _OPENED:
                 self._opened.append(json.loads(body))
             elif kind == _TRANSFERRED:
                 size = int(body)
                 self._ctx.report(PROCESSING, bytes_done=size, bytes_total=size, force=True)
-            elif kind == forked.LOG:
-                forked.relog(body)
             elif kind == _END:
                 forked.say_goodbye(self._sock)
                 return self._end(json.loads(body))
             self._relay()
+        self._discard_opened()
+        raise failed("the download process ended unexpectedly")
 
     def _relay(self) -> None:
         """Progress from the page into the job; a cancel of the job onto the page."""

@@ -105,29 +105,18 @@ class _Pump:
         self._failure: OntapError | None = None
 
     def run(self) -> None:
-        self._sock.settimeout(_POLL_SECONDS)
         try:
-            while True:
-                try:
-                    message = self._sock.recv(4096)
-                except TimeoutError:
-                    self._watch()
-                    continue
-                except OSError:
-                    message = b""
-                if not message:
-                    raise failed("the transfer process ended unexpectedly")
-                kind, body = message[:1], message[1:]
+            for kind, body in forked.messages(self._sock, self._watch, every=_POLL_SECONDS,
+                                              size=4096):
                 if kind == b"B":
                     self._take_block(*_SLOT.unpack(body))
                 elif kind == b"R":
                     self._rewind()
-                elif kind == forked.LOG:
-                    forked.relog(body)
                 elif kind == b"E":
                     forked.say_goodbye(self._sock)
                     self._end(json.loads(body))
                     return
+            raise failed("the transfer process ended unexpectedly")
         finally:
             self._view.release()
 
