@@ -28,6 +28,9 @@ POLL_SECONDS = 0.05
 TAIL_KEEP_BYTES = 64 * 1024
 
 
+Chunk = bytes | memoryview
+
+
 class Cancelled(Exception):
     """The inspection was aborted; unwinds the inspection thread without a verdict."""
 
@@ -38,13 +41,18 @@ class Readable(Protocol):
     def read(self, size: int = -1, /) -> bytes: ...
 
 
+class Skimmable(Readable, Protocol):
+    """A readable that can also hand over what it holds without copying, for skipping."""
+
+    def read1(self, size: int, /) -> Chunk: ...
+
+
 #: Unpacked data is produced and skipped in pieces below glibc's initial mmap threshold
 #: (128 KiB): MiB-sized pieces made malloc raise the threshold and keep up to 9 MB more in
 #: its arenas during a download (peak RSS 80 MB instead of 72 here), and fixing the
 #: threshold instead (mallopt) made every piece an mmap/munmap pair, 2x slower.
 UNPACK_PIECE = 96 * 1024
 
-Chunk = bytes | memoryview
 Release = Callable[[], None]
 
 
@@ -191,25 +199,39 @@ class UnpackedStream:
     """Counts decompressed bytes, enforces the unpack limits and keeps the recent tail."""
 
     def __init__(
-        self, source: Readable, compressed: ChunkChannel, policy: ValidationPolicy
+        self, source: Skimmable, compressed: ChunkChannel, policy: ValidationPolicy
     ) -> None:
         self._source = source
         self._compressed = compressed
         self._policy = policy
         self.total = 0
-        self._tail: deque[tuple[int, bytes]] = deque()
+        self._tail: deque[tuple[int, Chunk]] = deque()
         self._tail_bytes = 0
 
     def read(self, size: int = -1, /) -> bytes:
         """Read decompressed bytes, failing the package as soon as a limit is crossed."""
+        data = self._source.read(size)
+        self._count(data)
+        return data
+
+    def read1(self, size: int, /) -> Chunk:
+        """At most ``size`` decompressed bytes, as few as one, with the same checks.
+
+        What the source has at hand comes back as a view, not a copy: skipping a GiB of
+        member data this way costs the inflating and nothing more.
+        """
+        data = self._source.read1(size)
+        self._count(data)
+        return data
+
+    def _count(self, data: Chunk) -> None:
+        """Every unpacked byte passes here: the tail, the total and the limits."""
         if self._compressed.cancelled:
             raise Cancelled
-        data = self._source.read(size)
         if data:
             self._remember(data)
             self.total += len(data)
             self._check_limits()
-        return data
 
     def all_zero_from(self, offset: int) -> bool:
         """Whether every byte read so far from ``offset`` on is zero (tar end padding)."""
@@ -217,12 +239,12 @@ class UnpackedStream:
             raise RuntimeError("end-of-archive offset is older than the retained tail")
         for start, chunk in self._tail:
             if start + len(chunk) > offset:
-                segment = chunk[max(0, offset - start) :]
+                segment = bytes(chunk[max(0, offset - start) :])  # a view has no count()
                 if segment.count(0) != len(segment):
                     return False
         return True
 
-    def _remember(self, data: bytes) -> None:
+    def _remember(self, data: Chunk) -> None:
         """Keep references to the last few reads (no copies) for all_zero_from()."""
         self._tail.append((self.total, data))
         self._tail_bytes += len(data)
@@ -251,14 +273,13 @@ class ForwardFile:
 
     tarfile's stream mode (``"r|"``) skips a member's data by reading it through its
     own buffer one ``bufsize`` at a time, copying each piece twice; for a GiB-sized
-    ONTAP image that is tens of thousands of Python calls, each taking the GIL from the
-    service's other threads. Random-access mode only asks for ``seek``, which this
-    answers by reading on in :data:`UNPACK_PIECE` pieces with no further copy, and it
-    never seeks back when members are read in order (a backward seek raises, as in
-    stream mode).
+    ONTAP image that is tens of thousands of Python calls. Random-access mode only asks
+    for ``seek``, which this answers with ``read1``: whatever piece the inflater has at
+    hand, up to :data:`UNPACK_PIECE`, as a view (no slice, no join). It never seeks back
+    when members are read in order (a backward seek raises, as in stream mode).
     """
 
-    def __init__(self, source: Readable, skip_piece: int = UNPACK_PIECE) -> None:
+    def __init__(self, source: Skimmable, skip_piece: int = UNPACK_PIECE) -> None:
         self._source = source
         self._skip_piece = skip_piece
         self._position = 0
@@ -278,7 +299,7 @@ class ForwardFile:
         if position < self._position:
             raise tarfile.StreamError("seeking backwards is not allowed")
         while self._position < position:
-            data = self._source.read(min(self._skip_piece, position - self._position))
+            data = self._source.read1(min(self._skip_piece, position - self._position))
             if not data:
                 break  # the end came early: the next read sees it and tarfile reports it
             self._position += len(data)
@@ -315,7 +336,14 @@ class GunzipReader:
         """
         if size < 0:
             return b"".join(iter(lambda: self.read(self._piece), b""))
-        return read_full(self._read_some, size)
+        return bytes(read_full(self._read_some, size))
+
+    def read1(self, size: int, /) -> Chunk:
+        """At most ``size`` unpacked bytes, fewer whenever the inflated piece ends first.
+
+        A view of the inflater's output, valid for good (the output is never reused).
+        """
+        return self._read_some(size)
 
     def _read_some(self, size: int) -> Chunk:
         while self._position >= len(self._output):
@@ -325,7 +353,7 @@ class GunzipReader:
         start, self._position = self._position, end
         if start == 0 and end == len(self._output):
             return self._output
-        return self._output[start:end]
+        return memoryview(self._output)[start:end]
 
     def _inflate(self, limit: int) -> bool:
         """Refill the output buffer; False at the clean end of the data.
