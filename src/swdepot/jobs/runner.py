@@ -9,6 +9,7 @@ truth, so any process can read a job's state.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import threading
@@ -99,6 +100,7 @@ class JobRunner:
         self._clock = clock
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="swdepot-job")
         self._contexts: dict[str, JobContext] = {}
+        self._running: dict[str, Future[None]] = {}  # this process's jobs, until they end
         self._lock = threading.Lock()
 
     def start(self, job: Job, work: Callable[[JobContext], str], *, exclusive: bool = False,
@@ -110,7 +112,15 @@ class JobRunner:
             self._contexts[job.uuid] = ctx
         # the job's log lines carry the id of the request that started it
         context = contextvars.copy_context()
-        return self._pool.submit(context.run, self._run, ctx, work, internal_code)
+        future = self._pool.submit(context.run, self._run, ctx, work, internal_code)
+        with self._lock:
+            self._running[job.uuid] = future
+        future.add_done_callback(lambda _: self._forget(job.uuid))
+        return future
+
+    def _forget(self, uuid: str) -> None:
+        with self._lock:
+            self._running.pop(uuid, None)
 
     def _run(self, ctx: JobContext, work: Callable[[JobContext], str], internal_code: int) -> None:
         uuid = ctx.job.uuid
@@ -141,10 +151,18 @@ class JobRunner:
         return True
 
     async def wait(self, uuid: str, timeout: float) -> Job | None:
-        """Wait up to ``timeout`` seconds for a job to end, polling the store.
+        """Wait up to ``timeout`` seconds for a job to end, then read it from the store.
 
-        Polling (fast at first, then every 100 ms) works whichever process runs the job.
+        A job of this process wakes the caller the moment its worker returns, which is
+        after its last write (return_timeout answers then, not up to 100 ms later); any
+        other job is polled for, fast at first, then every 100 ms, since only the store
+        knows about it.
         """
+        with self._lock:
+            future = self._running.get(uuid)
+        if future is not None:
+            await _ended(future, timeout)
+            return self._store.get(uuid)
         deadline = asyncio.get_running_loop().time() + timeout
         delay = 0.005
         while True:
@@ -164,3 +182,26 @@ class JobRunner:
         for ctx in contexts:
             ctx.cancel()
         self._pool.shutdown(wait=wait, cancel_futures=True)
+
+
+async def _ended(future: Future[None], timeout: float) -> None:
+    """Wait up to ``timeout`` seconds for a worker's future, never touching it.
+
+    Not ``asyncio.wrap_future``: cancelling its wrapper on a time-out would cancel a job
+    still queued for a worker, and a wrapper left pending would call into the loop after
+    it closed.
+    """
+    loop = asyncio.get_running_loop()
+    ended = loop.create_future()
+
+    def settle() -> None:
+        if not ended.done():
+            ended.set_result(None)
+
+    def wake(_: Future[None]) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed in the meantime
+            loop.call_soon_threadsafe(settle)
+
+    future.add_done_callback(wake)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(ended, timeout)
