@@ -11,29 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from stores import CountingStore
 from swdepot.jobs.cache import RunningJobCache
 from swdepot.jobs.model import Job, JobKind, JobState, Progress
 from swdepot.jobs.store import SlotTaken
 from swdepot.persistence.sqlite import Database, SqliteJobStore
-
-
-class CountingStore:
-    """The real store, counting the reads that reach it."""
-
-    def __init__(self, inner: SqliteJobStore) -> None:
-        self.inner = inner
-        self.reads = 0
-
-    def __getattr__(self, name: str):
-        return getattr(self.inner, name)
-
-    def get(self, uuid: str) -> Job | None:
-        self.reads += 1
-        return self.inner.get(uuid)
-
-    def latest(self, kind: JobKind) -> Job | None:
-        self.reads += 1
-        return self.inner.latest(kind)
 
 
 @pytest.fixture

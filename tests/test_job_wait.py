@@ -12,24 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from stores import CountingStore
 from swdepot.jobs.model import Job, JobKind, JobState
 from swdepot.jobs.runner import JobContext, JobRunner
 from swdepot.persistence.sqlite import Database, SqliteJobStore
-
-
-class CountingStore:
-    """The real store, counting ``get`` calls: each one is a poll of the job."""
-
-    def __init__(self, inner: SqliteJobStore) -> None:
-        self.inner = inner
-        self.gets = 0
-
-    def __getattr__(self, name: str):
-        return getattr(self.inner, name)
-
-    def get(self, uuid: str) -> Job | None:
-        self.gets += 1
-        return self.inner.get(uuid)
 
 
 @pytest.fixture
@@ -55,14 +41,14 @@ def test_a_local_job_wakes_its_waiter_and_is_read_once(store: CountingStore) -> 
     runner.start(running, blocked(gate))
 
     async def scenario() -> Job | None:
-        gets_at_start = store.gets
+        reads_at_start = store.reads
         waiting = asyncio.ensure_future(runner.wait(running.uuid, 60))
         await asyncio.sleep(0.3)  # a poller would read several times meanwhile
         assert not waiting.done()
-        assert store.gets == gets_at_start  # no read while the job runs
+        assert store.reads == reads_at_start  # no read while the job runs
         gate.set()
         finished = await waiting
-        assert store.gets == gets_at_start + 1  # one read, after the end
+        assert store.reads == reads_at_start + 1  # one read, after the end
         return finished
 
     try:
@@ -112,6 +98,6 @@ def test_another_processs_job_is_polled_from_the_store(tmp_path: Path,
     try:
         finished = asyncio.run(scenario())
         assert finished is not None and finished.state is JobState.SUCCESS
-        assert store.gets > 1  # polled
+        assert store.reads > 1  # polled
     finally:
         runner.shutdown()
