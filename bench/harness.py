@@ -397,6 +397,20 @@ def proc_stat(pid: int | str) -> list[str]:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
 
+def cpu_times() -> list[int]:
+    """The machine's CPU time so far, in ticks: user, nice, system, idle, iowait, irq,
+    softirq, steal, ... (``/proc/stat``)."""
+    return [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+
+
+def stolen_share(before: list[int], after: list[int]) -> float:
+    """Of the CPU time between two :func:`cpu_times`, the share the hypervisor gave to
+    other machines (steal). Every time on a virtual machine is stretched by it, curl's
+    too; the tables print it so a slow run can be told from a slow program."""
+    spent = [b - a for a, b in zip(before, after, strict=True)]
+    return spent[7] / max(1, sum(spent[:8]))
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values)
 
