@@ -4,12 +4,14 @@ transfer in a child of that child (transfer/process.py).
 Every download test already goes through them (it is the default; cancel is tested in
 test_job_actions.py); these cover what is particular to them: each really is another
 process, neither holds the service's descriptors (the intake only the staging files it
-opened itself), the death of either fails the job cleanly and leaves nothing staged,
+opened itself), both run at the download's CPU priority while the service keeps its own,
+the death of either fails the job cleanly and leaves nothing staged,
 and the in-thread engine still works.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -56,6 +58,15 @@ def _open_files(pid: int) -> dict[int, str]:
             if fd > 2 and not target.startswith(("socket:", "anon_inode:", "pipe:"))}
 
 
+def _nices(pid: int) -> set[int]:
+    """The CPU priorities (nice) of every thread of ``pid``."""
+    found = set()
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        with contextlib.suppress(FileNotFoundError):  # a thread that just ended
+            found.add(int(stat.read_text().rsplit(")", 1)[1].split()[16]))
+    return found
+
+
 def _staged(swdepot) -> list[Path]:
     return [p for root in swdepot.settings.store_roots for p in (root / ".staging").iterdir()]
 
@@ -88,6 +99,11 @@ def test_the_intake_and_the_transfer_run_in_processes_holding_none_of_the_servic
     assert set(_open_files(intake).values()) == staging
     # the transfer: stdio, its socket to the intake, and libcurl's own connection
     assert _open_files(transfer) == {}, "the transfer kept files open"
+    # both children, every thread, at the download's priority; the service at the default
+    assert swdepot.settings.transfer_nice == 19
+    assert _nices(intake) == {19}
+    assert _nices(transfer) == {19}
+    assert _nices(os.getpid()) == {0}
     assert swdepot.api.wait_job(uuid)["state"] == "success"
     assert _children(os.getpid()) == []  # reaped
     assert _staged(swdepot) == []  # adopted and committed by the service

@@ -57,10 +57,13 @@ class Settings:
     # transfer in a child of that, so neither the API nor libcurl's per-16-KiB callbacks
     # wait for a GIL another part holds (docs/performance.md). False: on a service thread.
     transfer_process: bool = True
-    # CPU priority (nice, 0-19) of the threads and process that move, hash and check package
-    # bytes. 19 serves the API first when the CPU is short (2-3x the request rate under load)
-    # but slows downloads that compete with a local server for it (docs/performance.md).
-    transfer_nice: int = 0
+    # CPU priority (nice, 0-19) of a download's child processes (intake and transfer, every
+    # thread of theirs), so that when the CPU is short a poll does not wait behind the
+    # download it asks about. A quiet download loses nothing; under 3,100 polls/s the API's
+    # p99 fell 39 -> 24 ms and the download slowed less (docs/performance.md). Threads in
+    # the service itself (uploads, transfer_process = false) keep the default: a low-priority
+    # thread holding the GIL would stall the event loop. 0 turns it off.
+    transfer_nice: int = 19
     # Seconds between the event loop's lag samples (GET /api/swdepot/runtime). Each sample
     # wakes the loop: every 10 ms cost an idle service 2 % of a core, every 100 ms 0.3 %.
     # Benchmarks that chase short stalls set 0.01.

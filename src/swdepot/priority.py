@@ -2,10 +2,14 @@
 
 When the two cores are short, a poll of a job should not wait behind the download it
 asks about: the download is batch work, the poll a person or a script waiting. Linux
-schedules threads individually, so the threads that move and check package bytes lower
-their own priority (``nice``, setting ``transfer_nice``) while the event loop keeps the
-default. With idle CPU a lower priority costs nothing; when the server the package comes
-from runs on the same machine, it does (docs/performance.md), hence off by default.
+schedules threads individually and a new thread starts with its creator's priority, so
+a download's child processes lower their first thread (``nice``, setting
+``transfer_nice``) and everything they start inherits it, while the service keeps the
+default. With idle CPU a lower priority costs nothing (measured, docs/performance.md).
+
+Only whole child processes are lowered, never a thread of the service: a low-priority
+thread that holds the GIL when it is preempted makes the event loop wait until that
+thread gets the CPU again, which is the inversion the children exist to avoid.
 """
 
 from __future__ import annotations

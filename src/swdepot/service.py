@@ -91,7 +91,7 @@ class Service:
             engine = ForkingEngine(engine, nice=settings.transfer_nice)
             elsewhere = IngestProcess(self.repository, nice=settings.transfer_nice)
         self.ingest = PackageIngest(self.repository, self.validation_policy,
-                                    settings.max_package_bytes, nice=settings.transfer_nice)
+                                    settings.max_package_bytes)
         self.downloads = DownloadService(
             runner=self.runner, jobs=self.jobs, repository=self.repository, ingest=self.ingest,
             engine=engine, node=node, update_in_progress=self.profile.update_in_progress,

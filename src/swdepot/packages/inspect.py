@@ -13,7 +13,6 @@ from swdepot.packages.archive import ArchiveScan
 from swdepot.packages.model import MiB, PackageInfo, PackageInvalid, PackageKind, ValidationPolicy
 from swdepot.packages.naming import classify_file_name
 from swdepot.packages.streams import Cancelled, ChunkChannel
-from swdepot.priority import lower_this_thread
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +37,9 @@ class PackageInspector:
     can stop early. Used as a context manager, leaving the block without finish() aborts.
     """
 
-    def __init__(self, file_name: str, policy: ValidationPolicy, *, nice: int = 0) -> None:
+    def __init__(self, file_name: str, policy: ValidationPolicy) -> None:
         self._file_name = file_name
         self._policy = policy
-        self._nice = nice  # CPU priority of the inspection thread (swdepot/priority.py)
         self._lock = threading.Lock()
         self._state = _State.OPEN
         self._received = 0
@@ -139,7 +137,6 @@ class PackageInspector:
     def _scan(self) -> None:
         """Thread body: always ends with _done set, whatever happens."""
         assert self._channel is not None
-        lower_this_thread(self._nice)
         try:
             info = ArchiveScan(self._file_name, self._policy, self._channel).run()
         except Cancelled:

@@ -87,11 +87,10 @@ class PackageIngest:
     """Streams a package into staging, validates it and publishes it."""
 
     def __init__(self, repository: Repository, policy: Callable[[], ValidationPolicy],
-                 max_package_bytes: int, *, nice: int = 0) -> None:
+                 max_package_bytes: int) -> None:
         self._repository = repository
         self._policy = policy
         self._max_bytes = max_package_bytes
-        self._nice = nice  # CPU priority of the pipeline's threads (swdepot/priority.py)
 
     @property
     def max_package_bytes(self) -> int:
@@ -132,8 +131,7 @@ class PackageIngest:
             return staged
 
         sink = PackageSink(lambda: open_uploads().uploads,
-                           lambda: PackageInspector(file_name, policy, nice=self._nice),
-                           self._max_bytes, nice=self._nice)
+                           lambda: PackageInspector(file_name, policy), self._max_bytes)
         try:
             feed(sink, control)
             events.transferred(sink.bytes_written)

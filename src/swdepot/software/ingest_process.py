@@ -137,7 +137,9 @@ def _child(take: Take, page: ControlPage, sock: socket.socket,
     try:
         gc.freeze()  # collections never visit the inherited objects: their pages stay shared
         forked.detach(sock.fileno())
-        lower_this_thread(nice)  # the pump's thread; the sink's workers lower their own
+        # the child's only thread: every thread it starts (the sink's workers, the
+        # inspector) and the transfer it forks inherit the priority
+        lower_this_thread(nice)
         forked.forward_logs(sock)
         result: dict[str, Any]
         try:

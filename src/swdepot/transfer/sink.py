@@ -27,7 +27,6 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from swdepot.errors import DOWNLOAD_FAILED, OntapError
-from swdepot.priority import lower_this_thread
 from swdepot.repository.repository import placement_failed
 from swdepot.repository.store import Upload
 
@@ -102,10 +101,9 @@ class _Worker:
     """
 
     def __init__(self, name: str, consume: Callable[[memoryview], None],
-                 conclude: Callable[[], None] = lambda: None, *, nice: int = 0) -> None:
+                 conclude: Callable[[], None] = lambda: None) -> None:
         self._consume = consume
         self._conclude = conclude
-        self._nice = nice
         self._queue: queue.Queue[tuple[memoryview, _Block] | bytes] = queue.Queue(QUEUE_DEPTH)
         self.error: OntapError | None = None
         self._stop = threading.Event()
@@ -126,7 +124,6 @@ class _Worker:
                 continue
 
     def _run(self) -> None:
-        lower_this_thread(self._nice)
         try:
             while (item := self._queue.get()) is not _DONE:
                 assert isinstance(item, tuple)
@@ -254,12 +251,10 @@ class PackageSink(BlockGatherer):
     """
 
     def __init__(self, open_uploads: Callable[[], Sequence[Upload]],
-                 new_inspector: Callable[[], Inspector], max_bytes: int, *,
-                 nice: int = 0) -> None:
+                 new_inspector: Callable[[], Inspector], max_bytes: int) -> None:
         super().__init__(max_bytes)
         self._open_uploads = open_uploads
         self._new_inspector = new_inspector
-        self._nice = nice  # CPU priority of the worker threads (swdepot/priority.py)
         self._begin()
 
     def _begin(self) -> None:
@@ -268,10 +263,9 @@ class PackageSink(BlockGatherer):
             raise ValueError("a sink needs at least one upload")
         self.inspector: Inspector = self._new_inspector()
         self._digest = hashlib.sha256()
-        self._workers = [_Worker(f"swdepot-copy-{n}", upload.write, upload.flush,
-                                 nice=self._nice)
+        self._workers = [_Worker(f"swdepot-copy-{n}", upload.write, upload.flush)
                          for n, upload in enumerate(self.uploads)]
-        self._workers.append(_Worker("swdepot-sha256", self._digest.update, nice=self._nice))
+        self._workers.append(_Worker("swdepot-sha256", self._digest.update))
         self._pool: queue.SimpleQueue[_Block] = queue.SimpleQueue()
         for _ in range(POOL_BLOCKS):
             self._pool.put(_Block(mmap.mmap(-1, BLOCK_SIZE), self._recycle))
