@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from swdepot.auth import ADMIN, Authenticator, hash_password, verify_password
+from swdepot.auth import (
+    ADMIN,
+    Authenticator,
+    hash_password,
+    hash_password_soon,
+    verify_password,
+)
 from swdepot.errors import Unauthorized
 from swdepot.persistence.sqlite import Database, SqliteUserStore
 
@@ -48,6 +54,15 @@ def test_hash_is_salted_and_verifies() -> None:
     assert first != second and "p-w!" not in first
     assert verify_password("p-w!", first) and not verify_password("p-w!2", first)
     assert not verify_password("pw", "garbage") and not verify_password("pw", "a$b$c$d")
+
+
+def test_a_hash_begun_early_is_an_ordinary_hash_and_reports_its_failure() -> None:
+    """serve starts the admin password's hash before its imports (cli.py)."""
+    encoded = hash_password_soon("early pw").result(timeout=30)
+    assert verify_password("early pw", encoded)
+    assert not verify_password("other", encoded)
+    with pytest.raises(AttributeError):  # not a str: raised by the thread, handed over
+        hash_password_soon(None).result(timeout=30)  # type: ignore[arg-type]
 
 
 def test_concurrent_logins_run_one_slow_hash(store: CountingStore) -> None:

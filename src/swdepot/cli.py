@@ -98,8 +98,8 @@ def _serve(args: argparse.Namespace) -> int:
     import os
 
     from swdepot import logs
+    from swdepot.auth import hash_password_soon
     from swdepot.config import load_settings
-    from swdepot.server import run
 
     logs.configure(args.log_level, args.log_format)
     settings = load_settings(
@@ -112,7 +112,15 @@ def _serve(args: argparse.Namespace) -> int:
         allowed_networks=tuple(args.allow_network) if args.allow_network else None,
         require_signatures=args.require_signatures,
     )
-    run(settings, log_level=args.log_level)
+    try:
+        given = settings.given_admin_password()
+    except OSError:
+        given = None  # the service reports the unreadable file when it reads it
+    # the slow hash runs on the other core while the service's modules import
+    prehashed = hash_password_soon(given) if given is not None else None
+    from swdepot.server import run
+
+    run(settings, log_level=args.log_level, prehashed=prehashed)
     return 0
 
 

@@ -109,6 +109,14 @@ class Settings:
     def tls_dir(self) -> Path:
         return self.data_dir / "tls"
 
+    def given_admin_password(self) -> str | None:
+        """The admin password set by the operator (the setting, else the file), if any."""
+        if self.admin_password is not None:
+            return self.admin_password
+        if self.admin_password_file is not None:
+            return self.admin_password_file.read_text().strip()
+        return None
+
     def allowed_network_objects(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
         """Parsed outbound allow-list; empty means every address may be contacted."""
         return tuple(ipaddress.ip_network(n, strict=False) for n in self.allowed_networks)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+from concurrent.futures import Future
 from typing import Any
 
 import uvicorn
@@ -12,7 +13,7 @@ from starlette.types import ASGIApp
 from swdepot.api.app import create_app
 from swdepot.config import Settings
 from swdepot.service import Service
-from swdepot.tls import ensure_self_signed, harden
+from swdepot.tls import SelfSigned, harden
 
 
 def uvicorn_config(app: ASGIApp, host: str, port: int, **options: Any) -> uvicorn.Config:
@@ -24,6 +25,8 @@ def uvicorn_config(app: ASGIApp, host: str, port: int, **options: Any) -> uvicor
     defaults: dict[str, Any] = {
         "loop": "uvloop", "http": "httptools", "server_header": False, "proxy_headers": False,
         "access_log": False,
+        # No WebSocket routes: "auto" would import a WebSocket library at every start.
+        "ws": "none",
         # Clients keep connections open; do not let them hold a shutdown up for ever.
         "timeout_graceful_shutdown": 5,
     }
@@ -53,17 +56,23 @@ def tune_allocator() -> None:
         libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
 
 
-def run(settings: Settings, *, log_level: str = "info") -> None:
-    """Serve until interrupted; the service is recovered on start and closed on exit."""
+def run(settings: Settings, *, log_level: str = "info",
+        prehashed: Future[str] | None = None) -> None:
+    """Serve until interrupted; the service is recovered on start and closed on exit.
+
+    ``prehashed``: the given admin password's hash, begun before this module's imports.
+    """
+    cert, key = settings.cert_file, settings.key_file
+    own = (SelfSigned(settings.tls_dir, [settings.host])
+           if settings.tls and (cert is None or key is None) else None)
     service = Service(settings)
     try:
-        service.ensure_admin()
+        service.ensure_admin(prehashed=prehashed)
         service.start()
         ssl_args: dict[str, str] = {}
         if settings.tls:
-            cert, key = settings.cert_file, settings.key_file
-            if cert is None or key is None:
-                cert, key = ensure_self_signed(settings.tls_dir, [settings.host])
+            if own is not None:
+                cert, key = own.wait()
             ssl_args = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
         config = uvicorn_config(create_app(service), settings.host, settings.port,
                                 log_level=log_level, lifespan="on", log_config=None, **ssl_args)

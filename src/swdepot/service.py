@@ -13,6 +13,7 @@ import ssl
 import sys
 import threading
 import time
+from concurrent.futures import Future
 from pathlib import Path
 
 from swdepot.auth import ADMIN, Authenticator, hash_password
@@ -155,15 +156,16 @@ class Service:
         """Finished jobs are kept for the retention period, then they answer 404."""
         return time.time() - self.settings.job_retention_seconds
 
-    def ensure_admin(self, out: object = sys.stderr) -> None:
+    def ensure_admin(self, out: object = sys.stderr, *,
+                     prehashed: Future[str] | None = None) -> None:
         """Set the admin password from settings, or generate one on first start.
 
-        A generated password is printed once and only its hash is kept.
+        A generated password is printed once and only its hash is kept. ``prehashed``:
+        the hash of :meth:`Settings.given_admin_password`, begun earlier
+        (:func:`~swdepot.auth.hash_password_soon`).
         """
         s = self.settings
-        password = s.admin_password
-        if password is None and s.admin_password_file is not None:
-            password = s.admin_password_file.read_text().strip()
+        password = s.given_admin_password()
         if password is None and self.users.get(s.admin_user) is None:
             password = secrets.token_urlsafe(18)
             print(f"swdepot: generated password for user {s.admin_user!r}: {password}\n"
@@ -171,7 +173,8 @@ class Service:
                   flush=True)
         self.authenticator.forget()
         if password is not None:
-            self.users.put(s.admin_user, hash_password(password), ADMIN)
+            encoded = prehashed.result() if prehashed is not None else hash_password(password)
+            self.users.put(s.admin_user, encoded, ADMIN)
             # The password is known right here: the first request need not pay the slow
             # hash again (a quarter of a second of a CI job's start-up).
             self.authenticator.prime(s.admin_user, password, ADMIN)

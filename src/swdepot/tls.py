@@ -36,16 +36,34 @@ def harden(context: ssl.SSLContext) -> ssl.SSLContext:
     return context
 
 
+class SelfSigned:
+    """The self-signed pair in ``directory``, being made (first start) or already there.
+
+    Begun before the rest of start-up and awaited after it, the generation (a Python
+    start and ``cryptography``'s import: 0.1-0.2 s) runs on the other core while the
+    service hashes the admin password and recovers its store.
+    """
+
+    def __init__(self, directory: Path, hostnames: list[str]) -> None:
+        self.cert, self.key = directory / "server.crt", directory / "server.key"
+        self._making: subprocess.Popen[str] | None = None
+        if not (self.cert.is_file() and self.key.is_file()):
+            self._making = subprocess.Popen(
+                [sys.executable, "-m", "swdepot.tls", str(directory), *hostnames],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def wait(self) -> tuple[Path, Path]:
+        """(cert, key) paths once both exist; RuntimeError if they could not be made."""
+        if self._making is not None:
+            _, errors = self._making.communicate()
+            if self._making.returncode != 0:
+                raise RuntimeError(f"could not create the TLS certificate: {errors.strip()}")
+        return self.cert, self.key
+
+
 def ensure_self_signed(directory: Path, hostnames: list[str]) -> tuple[Path, Path]:
     """Return (cert, key) paths, creating a self-signed pair on first use."""
-    cert_path, key_path = directory / "server.crt", directory / "server.key"
-    if cert_path.is_file() and key_path.is_file():
-        return cert_path, key_path
-    made = subprocess.run([sys.executable, "-m", "swdepot.tls", str(directory), *hostnames],
-                          capture_output=True, text=True, check=False)
-    if made.returncode != 0:
-        raise RuntimeError(f"could not create the TLS certificate: {made.stderr.strip()}")
-    return cert_path, key_path
+    return SelfSigned(directory, hostnames).wait()
 
 
 def _generate(directory: Path, hostnames: list[str]) -> None:
