@@ -11,6 +11,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from swdepot.api.app import create_app
+from swdepot.api.protocol import CoalescingHttpToolsProtocol
 from swdepot.config import Settings
 from swdepot.service import Service
 from swdepot.tls import SelfSigned, harden
@@ -23,7 +24,9 @@ def uvicorn_config(app: ASGIApp, host: str, port: int, **options: Any) -> uvicor
     local caller's ``X-Forwarded-For``, and failed logins are counted per address.
     """
     defaults: dict[str, Any] = {
-        "loop": "uvloop", "http": "httptools", "server_header": False, "proxy_headers": False,
+        # httptools, each response's writes sent as one (api/protocol.py)
+        "loop": "uvloop", "http": CoalescingHttpToolsProtocol, "server_header": False,
+        "proxy_headers": False,
         "access_log": False,
         # No WebSocket routes: "auto" would import a WebSocket library at every start.
         "ws": "none",
