@@ -29,12 +29,14 @@ class Counted:
         return getattr(self.inner, name)
 
 
-async def _pair() -> tuple[Counted, socket.socket]:
+async def _pair() -> tuple[CoalescingTransport, Counted, socket.socket]:
+    """(the coalescing transport, the real one under it, counted, and the peer socket)."""
     ours, theirs = socket.socketpair()
-    transport, _ = await asyncio.get_running_loop().connect_accepted_socket(
-        asyncio.Protocol, ours)
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.connect_accepted_socket(asyncio.Protocol, ours)
     theirs.setblocking(False)
-    return Counted(transport), theirs
+    counted = Counted(transport)
+    return CoalescingTransport(counted, loop), counted, theirs  # type: ignore[arg-type]
 
 
 async def _read_until_closed(peer: socket.socket) -> bytes:
@@ -47,8 +49,7 @@ async def _read_until_closed(peer: socket.socket) -> bytes:
 
 def test_writes_of_one_turn_go_out_as_one_write_in_order() -> None:
     async def scenario() -> None:
-        counted, peer = await _pair()
-        transport = CoalescingTransport(counted, asyncio.get_running_loop())  # type: ignore[arg-type]
+        transport, counted, peer = await _pair()
         transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n")
         transport.write(b"hello")
         assert counted.writes == []  # held until the turn ends
@@ -67,8 +68,7 @@ def test_writes_of_one_turn_go_out_as_one_write_in_order() -> None:
 
 def test_a_large_write_is_not_held_and_keeps_its_place() -> None:
     async def scenario() -> None:
-        counted, peer = await _pair()
-        transport = CoalescingTransport(counted, asyncio.get_running_loop())  # type: ignore[arg-type]
+        transport, counted, peer = await _pair()
         big = bytes(range(256)) * (HOLD_AT_MOST // 256 + 1)
         transport.write(b"head")
         transport.write(big)
@@ -84,8 +84,7 @@ def test_a_large_write_is_not_held_and_keeps_its_place() -> None:
 
 def test_an_abort_drops_what_is_held() -> None:
     async def scenario() -> None:
-        counted, peer = await _pair()
-        transport = CoalescingTransport(counted, asyncio.get_running_loop())  # type: ignore[arg-type]
+        transport, counted, peer = await _pair()
         transport.write(b"never sent")
         transport.abort()
         await asyncio.sleep(0)
