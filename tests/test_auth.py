@@ -58,11 +58,13 @@ def test_hash_is_salted_and_verifies() -> None:
 
 def test_a_hash_begun_early_is_an_ordinary_hash_and_reports_its_failure() -> None:
     """serve starts the admin password's hash before its imports (cli.py)."""
-    encoded = hash_password_soon("early pw").result(timeout=30)
+    pending = hash_password_soon("early pw")
+    assert pending.password == "early pw"
+    encoded = pending.result()
     assert verify_password("early pw", encoded)
     assert not verify_password("other", encoded)
     with pytest.raises(AttributeError):  # not a str: raised by the thread, handed over
-        hash_password_soon(None).result(timeout=30)  # type: ignore[arg-type]
+        hash_password_soon(None).result()  # type: ignore[arg-type]
 
 
 def test_concurrent_logins_run_one_slow_hash(store: CountingStore) -> None:

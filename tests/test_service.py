@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pkgfactory import make_package
-from swdepot.auth import verify_password
+from swdepot.auth import hash_password_soon, verify_password
 from swdepot.config import Settings, load_settings
 from swdepot.service import Service
 
@@ -60,6 +60,28 @@ def test_generated_admin_password_is_printed_once_and_only_hashed(tmp_path: Path
     service.ensure_admin(out=second)
     assert second.getvalue() == ""  # printed once, on first start only
     assert verify_password(password, service.users.get("admin")[0])
+    service.close()
+
+
+def test_a_given_password_hashed_early_is_stored_unless_it_changed(tmp_path: Path) -> None:
+    """serve hashes the given password before its imports (cli.py); a file that changed
+    in between is hashed again, so the stored hash is always the current password's."""
+    secret = tmp_path / "admin-password"
+    secret.write_text("first pw\n")
+    settings = Settings(data_dir=tmp_path / "d", admin_password_file=secret)
+    early = hash_password_soon(settings.given_admin_password())
+    service = Service(settings)
+    service.ensure_admin(prehashed=early)
+    assert service.users.get("admin")[0] == early.result()  # used as it was
+    service.close()
+
+    stale = hash_password_soon("first pw")
+    secret.write_text("second pw\n")
+    service = Service(settings)
+    service.ensure_admin(prehashed=stale)
+    stored = service.users.get("admin")[0]
+    assert stored != stale.result() and verify_password("second pw", stored)
+    assert service.authenticator.cached(_basic("admin", "second pw")) is not None
     service.close()
 
 

@@ -40,7 +40,18 @@ def hash_password(password: str) -> str:
                      base64.b64encode(digest).decode()))
 
 
-def hash_password_soon(password: str) -> Future[str]:
+@dataclass(frozen=True)
+class PendingHash:
+    """A password and its :func:`hash_password`, being computed on a thread."""
+
+    password: str
+    hashed: Future[str]
+
+    def result(self) -> str:
+        return self.hashed.result()
+
+
+def hash_password_soon(password: str) -> PendingHash:
     """:func:`hash_password` on a thread of its own, for a start-up that has other work.
 
     The hash releases the GIL, so it runs on the other core while the service imports
@@ -56,7 +67,7 @@ def hash_password_soon(password: str) -> Future[str]:
             hashed.set_exception(exc)
 
     threading.Thread(target=work, name="swdepot-admin-hash", daemon=True).start()
-    return hashed
+    return PendingHash(password, hashed)
 
 
 def verify_password(password: str, encoded: str) -> bool:

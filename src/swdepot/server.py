@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-from concurrent.futures import Future
 from typing import Any
 
 import uvicorn
@@ -12,6 +11,7 @@ from starlette.types import ASGIApp
 
 from swdepot.api.app import create_app
 from swdepot.api.protocol import CoalescingHttpToolsProtocol
+from swdepot.auth import PendingHash
 from swdepot.config import Settings
 from swdepot.service import Service
 from swdepot.tls import SelfSigned, harden
@@ -60,7 +60,7 @@ def tune_allocator() -> None:
 
 
 def run(settings: Settings, *, log_level: str = "info",
-        prehashed: Future[str] | None = None) -> None:
+        prehashed: PendingHash | None = None) -> None:
     """Serve until interrupted; the service is recovered on start and closed on exit.
 
     ``prehashed``: the given admin password's hash, begun before this module's imports.

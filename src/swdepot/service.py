@@ -13,10 +13,9 @@ import ssl
 import sys
 import threading
 import time
-from concurrent.futures import Future
 from pathlib import Path
 
-from swdepot.auth import ADMIN, Authenticator, hash_password
+from swdepot.auth import ADMIN, Authenticator, PendingHash, hash_password
 from swdepot.config import Settings
 from swdepot.errors import INTERNAL_ERROR
 from swdepot.jobs.cache import RunningJobCache
@@ -157,12 +156,12 @@ class Service:
         return time.time() - self.settings.job_retention_seconds
 
     def ensure_admin(self, out: object = sys.stderr, *,
-                     prehashed: Future[str] | None = None) -> None:
+                     prehashed: PendingHash | None = None) -> None:
         """Set the admin password from settings, or generate one on first start.
 
         A generated password is printed once and only its hash is kept. ``prehashed``:
-        the hash of :meth:`Settings.given_admin_password`, begun earlier
-        (:func:`~swdepot.auth.hash_password_soon`).
+        the hash of :meth:`Settings.given_admin_password` begun earlier, used if that
+        is still the password.
         """
         s = self.settings
         password = s.given_admin_password()
@@ -173,7 +172,8 @@ class Service:
                   flush=True)
         self.authenticator.forget()
         if password is not None:
-            encoded = prehashed.result() if prehashed is not None else hash_password(password)
+            encoded = (prehashed.result() if prehashed is not None
+                       and prehashed.password == password else hash_password(password))
             self.users.put(s.admin_user, encoded, ADMIN)
             # The password is known right here: the first request need not pay the slow
             # hash again (a quarter of a second of a CI job's start-up).
