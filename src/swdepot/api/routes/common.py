@@ -13,12 +13,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from swdepot.api.http import query_pairs, respond
-from swdepot.api.query import ResourceSchema, page, parse_bool, parse_int, parse_query, select
+from swdepot.api.query import (
+    MAX_RETURN_TIMEOUT,
+    ResourceSchema,
+    page,
+    parse_bool,
+    parse_int,
+    parse_query,
+    select,
+)
 from swdepot.errors import UNEXPECTED_ARGUMENT, InvalidInput, OntapError
 from swdepot.jobs.model import Job, JobState
 from swdepot.service import Service
-
-MAX_RETURN_TIMEOUT = 120
 
 
 def service_of(request: Request) -> Service:
