@@ -70,6 +70,7 @@ from harness import (
     ADMIN_PASSWORD,
     MiB,
     Swdepot,
+    cpu_shares,
     cpu_times,
     free_port,
     make_image,
@@ -78,7 +79,6 @@ from harness import (
     proc_stat,
     start_http,
     start_nginx,
-    stolen_share,
     swdepot,
     table,
     wait_port,
@@ -170,11 +170,7 @@ def polled_download(service: Swdepot, url: str, paths: list[str], seconds: float
     started, (ran0, waited0), before = marks["start"]
     span = ended - started
     load.loop_ran, load.loop_waited = (ran1 - ran0) / span, (waited1 - waited0) / span
-    spent = [b - a for a, b in zip(before, after, strict=True)]
-    # busy: neither idle nor waiting for the disk (iowait), nor taken by the hypervisor
-    load.machine = sum(spent[:8]) - spent[3] - spent[4] - spent[7]
-    load.machine /= max(1, sum(spent[:8]))
-    load.stolen = stolen_share(before, after)
+    load.machine, load.stolen = cpu_shares(before, after)
     return result["seconds"], load
 
 

@@ -403,12 +403,15 @@ def cpu_times() -> list[int]:
     return [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
 
 
-def stolen_share(before: list[int], after: list[int]) -> float:
-    """Of the CPU time between two :func:`cpu_times`, the share the hypervisor gave to
-    other machines (steal). Every time on a virtual machine is stretched by it, curl's
+def cpu_shares(before: list[int], after: list[int]) -> tuple[float, float]:
+    """Of the CPU time between two :func:`cpu_times`: the share busy (neither idle, nor
+    waiting for the disk, nor stolen) and the share the hypervisor gave to other
+    machines (steal). Every time on a virtual machine is stretched by the steal, curl's
     too; the tables print it so a slow run can be told from a slow program."""
     spent = [b - a for a, b in zip(before, after, strict=True)]
-    return spent[7] / max(1, sum(spent[:8]))
+    total = max(1, sum(spent[:8]))
+    idle, iowait, steal = spent[3], spent[4], spent[7]
+    return (total - idle - iowait - steal) / total, steal / total
 
 
 def median(values: list[float]) -> float:
