@@ -23,9 +23,8 @@ import pytest
 import requests
 import uvicorn
 
-from swdepot.api.app import create_app
 from swdepot.config import Settings
-from swdepot.server import uvicorn_config
+from swdepot.server import service_config
 from swdepot.service import Service
 from swdepot.tls import ensure_self_signed
 
@@ -104,8 +103,8 @@ class RunningService:
         self.service.start()
         cert, key = ensure_self_signed(settings.tls_dir, ["127.0.0.1"])
         self.cert = cert
-        config = uvicorn_config(
-            create_app(self.service), "127.0.0.1", settings.port, log_level="warning",
+        config = service_config(
+            self.service, "127.0.0.1", settings.port, log_level="warning",
             lifespan="off", timeout_graceful_shutdown=2,
             ssl_certfile=str(cert), ssl_keyfile=str(key),
         )

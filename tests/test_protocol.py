@@ -1,17 +1,32 @@
-"""CoalescingTransport (api/protocol.py): the writes of one event-loop turn reach the real
-transport as one, in order, and nothing is lost to a close.
+"""api/protocol.py: the writes of one event-loop turn reach the real transport as one, in
+order, and nothing is lost to a close; polls are answered by the protocol itself exactly
+as the app answers them, and only where uvicorn's own path would send the same bytes.
 
-Each test runs a real asyncio transport over a real socket pair; the only addition is a
-count of the writes that reach it. Every swdepot listener runs this protocol, so the
-rest of the suite covers it end to end.
+The transport tests run a real asyncio transport over a real socket pair; the only
+addition is a count of the writes that reach it. The poll tests run uvicorn's protocol
+as swdepot configures it on a real socket, in front of the service's real app, and send
+it raw HTTP/1.1. Every swdepot listener runs this protocol, so the rest of the suite
+covers it end to end.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import re
 import socket
+import threading
+from typing import Any
 
+import pytest
+from uvicorn.server import ServerState
+
+from pkgfactory import make_package
+from service import ADMIN_PASSWORD
+from swdepot.api.app import create_app
 from swdepot.api.protocol import HOLD_AT_MOST, CoalescingTransport
+from swdepot.api.shortcut import PollAnswerer
+from swdepot.server import uvicorn_config
 
 
 class Counted:
@@ -93,3 +108,157 @@ def test_an_abort_drops_what_is_held() -> None:
         peer.close()
 
     asyncio.run(scenario())
+
+
+# --- polls answered by the protocol itself --------------------------------------------------
+
+
+class Recorder:
+    """An ASGI app in front of another, recording the request lines that reach it."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.seen: list[str] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            query = scope["query_string"].decode()
+            self.seen.append(f"{scope['method']} {scope['path']}" + (f"?{query}" if query else ""))
+        await self.app(scope, receive, send)
+
+
+class Listener:
+    """uvicorn's protocol as swdepot configures it, on a plain socket of 127.0.0.1, in an
+    event loop on a thread of its own, in front of the service's full app (no shortcut
+    in it: whatever the protocol does not answer, the routes do)."""
+
+    def __init__(self, service: Any, *, polls: bool) -> None:
+        self.app = Recorder(create_app(service, poll_shortcut=False))
+        config = uvicorn_config(self.app, "127.0.0.1", 0, lifespan="off", log_config=None,
+                                polls=PollAnswerer(service) if polls else None)
+        config.load()
+        self.state = ServerState()
+        # what uvicorn's server loop keeps there: the date, refreshed every second
+        self.state.default_headers = [(b"date", b"Tue, 01 Dec 2026 12:00:00 GMT")]
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+        def protocol() -> Any:
+            return config.http_protocol_class(config=config, server_state=self.state,
+                                              app_state={}, _loop=self.loop)
+
+        async def listen() -> asyncio.Server:
+            return await self.loop.create_server(protocol, "127.0.0.1", 0)
+
+        self.server = asyncio.run_coroutine_threadsafe(listen(), self.loop).result(10)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    def exchange(self, raw: bytes, answers: int = 1) -> list[bytes]:
+        """Send ``raw`` in one write on a fresh connection; the first ``answers`` responses."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as conn:
+            conn.sendall(raw)
+            received, found = b"", []
+            while len(found) < answers:
+                head_end = received.find(b"\r\n\r\n")
+                if head_end >= 0:
+                    head = received[:head_end].decode("latin-1").lower()
+                    size = int(re.search(r"content-length: (\d+)", head).group(1))  # type: ignore[union-attr]
+                    end = head_end + 4 + (0 if raw.startswith(b"HEAD ") else size)
+                    if len(received) >= end:
+                        found.append(received[:end])
+                        received = received[end:]
+                        continue
+                chunk = conn.recv(65536)
+                assert chunk, f"connection closed after {len(found)} answers"
+                received += chunk
+            return found
+
+    def close(self) -> None:
+        async def stop() -> None:
+            self.server.close()
+
+        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def comparable(answer: bytes) -> bytes:
+    """An answer without what differs between two sends of it (its date, request id)."""
+    return re.sub(rb"(?m)^(date|x-request-id): [^\r]*\r\n", b"", answer)
+
+
+@pytest.fixture
+def listeners(swdepot):
+    """(swdepot's protocol answering polls, the same protocol leaving all to the app)."""
+    fast, full = Listener(swdepot.service, polls=True), Listener(swdepot.service, polls=False)
+    yield fast, full
+    fast.close()
+    full.close()
+
+
+@pytest.fixture
+def job(api, http_server_noauth, content_dir) -> str:
+    """A finished download job's uuid (the download also caches the admin's login)."""
+    make_package(content_dir, "ok.tgz", "9.18.1")
+    done = api.download(http_server_noauth.url("ok.tgz"))
+    assert done["state"] == "success"
+    return done["uuid"]
+
+
+AUTH = "Authorization: Basic " + base64.b64encode(f"admin:{ADMIN_PASSWORD}".encode()).decode()
+
+
+def get(path: str, *extra: str, method: str = "GET", version: str = "1.1") -> bytes:
+    lines = [f"{method} {path} HTTP/{version}", "Host: 127.0.0.1", AUTH, *extra]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def test_polls_are_answered_by_the_protocol_exactly_as_by_the_app(listeners, job):
+    fast, _ = listeners
+    for path in (f"/api/cluster/jobs/{job}", "/api/cluster/software/download"):
+        for accept in ((), ("Accept: application/json",), ("Accept: application/hal+json",)):
+            ours, theirs = (listener.exchange(get(path, *accept))[0] for listener in listeners)
+            assert ours.startswith(b"HTTP/1.1 200 OK\r\n")
+            assert comparable(ours) == comparable(theirs)
+            assert b"\r\ndate: " in ours and b"\r\nx-request-id: " in ours
+    kept = fast.exchange(get(f"/api/cluster/jobs/{job}", "X-Request-Id: trace-9"))[0]
+    assert b"\r\nx-request-id: trace-9\r\n" in kept
+    assert fast.app.seen == []  # not one reached the app
+    assert fast.state.total_requests == 7  # counted as uvicorn counts its answers
+
+
+def test_what_the_protocol_leaves_to_the_app(listeners, job):
+    """Whatever needs the framework, or would be answered other than as a plain 200
+    over keep-alive, reaches the app, and is answered as it answers it."""
+    fast, _ = listeners
+    path = f"/api/cluster/jobs/{job}"
+    cases = [
+        get(path, method="HEAD"),
+        get(path, version="1.0"),
+        get(path, "Connection: close"),
+        get(path, "Expect: 100-continue"),
+        get(path + "?fields=state"),
+        get(path.replace("jobs", "%6aobs")),
+        get(path, "Content-Length: 2")[:-4] + b"\r\n\r\n{}",
+        get("/api/cluster/jobs/no-such-job"),
+        get("/api/cluster/software/download", method="POST"),
+        get(path).replace(AUTH.encode(), b"Authorization: Basic YWRtaW46bm8="),
+    ]
+    for raw in cases:
+        ours, theirs = (listener.exchange(raw)[0] for listener in listeners)
+        assert comparable(ours) == comparable(theirs), raw
+    assert len(fast.app.seen) == len(cases)
+
+
+def test_pipelined_requests_are_answered_in_order(listeners, job):
+    fast, _ = listeners
+    poll = get(f"/api/cluster/jobs/{job}")
+    # three polls in one write: all answered by the protocol, one after the other
+    answers = fast.exchange(poll * 3, answers=3)
+    assert len({comparable(a) for a in answers}) == 1 and fast.app.seen == []
+    # a poll behind a request the app is still answering waits for it, then goes the
+    # app's way too (the protocol never answers ahead of an earlier request)
+    answers = fast.exchange(get("/api/cluster") + poll, answers=2)
+    assert b'"name"' in answers[0] and f'"uuid":"{job}"'.encode() in answers[1]
+    assert fast.app.seen == ["GET /api/cluster", f"GET /api/cluster/jobs/{job}"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 from typing import Any
 
 import uvicorn
@@ -11,21 +12,26 @@ from starlette.types import ASGIApp
 
 from swdepot.api.app import create_app
 from swdepot.api.protocol import CoalescingHttpToolsProtocol
+from swdepot.api.shortcut import PollAnswerer
 from swdepot.auth import PendingHash
 from swdepot.config import Settings
 from swdepot.service import Service
 from swdepot.tls import SelfSigned, harden
 
 
-def uvicorn_config(app: ASGIApp, host: str, port: int, **options: Any) -> uvicorn.Config:
+def uvicorn_config(app: ASGIApp, host: str, port: int, *, polls: PollAnswerer | None = None,
+                   **options: Any) -> uvicorn.Config:
     """uvicorn as every swdepot listener runs it (the CLI's, the tests'); ``options`` add to it.
 
+    ``polls`` answers routine polls in the HTTP protocol itself (api/protocol.py).
     ``proxy_headers`` is off: uvicorn would otherwise take the client address from any
     local caller's ``X-Forwarded-For``, and failed logins are counted per address.
     """
+    protocol = (CoalescingHttpToolsProtocol if polls is None
+                else functools.partial(CoalescingHttpToolsProtocol, polls=polls))
     defaults: dict[str, Any] = {
         # httptools, each response's writes sent as one (api/protocol.py)
-        "loop": "uvloop", "http": CoalescingHttpToolsProtocol, "server_header": False,
+        "loop": "uvloop", "http": protocol, "server_header": False,
         "proxy_headers": False,
         "access_log": False,
         # No WebSocket routes: "auto" would import a WebSocket library at every start.
@@ -34,6 +40,11 @@ def uvicorn_config(app: ASGIApp, host: str, port: int, **options: Any) -> uvicor
         "timeout_graceful_shutdown": 5,
     }
     return uvicorn.Config(app, host=host, port=port, **{**defaults, **options})
+
+
+def service_config(service: Service, host: str, port: int, **options: Any) -> uvicorn.Config:
+    """uvicorn serving ``service``'s app, its polls answered in the protocol."""
+    return uvicorn_config(create_app(service), host, port, polls=PollAnswerer(service), **options)
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt() parameters
@@ -77,7 +88,7 @@ def run(settings: Settings, *, log_level: str = "info",
             if own is not None:
                 cert, key = own.wait()
             ssl_args = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
-        config = uvicorn_config(create_app(service), settings.host, settings.port,
+        config = service_config(service, settings.host, settings.port,
                                 log_level=log_level, lifespan="on", log_config=None, **ssl_args)
         config.load()  # builds the SSL context, which is then tightened before serving
         if config.ssl is not None:

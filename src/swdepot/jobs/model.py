@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid as uuidlib
 from dataclasses import dataclass, field, replace
@@ -36,8 +37,13 @@ class JobKind(StrEnum):
     DELETE_PACKAGE = "delete_package"
 
 
+@functools.lru_cache(maxsize=1024)
 def iso(ts: float | None) -> str | None:
-    """Seconds since the epoch as ONTAP's ISO-8601 date-time (with offset)."""
+    """Seconds since the epoch as ONTAP's ISO-8601 date-time (with offset).
+
+    Remembered: a polled job renders the same two instants thousands of times, and
+    formatting one costs more than the rest of the job's record together.
+    """
     if ts is None:
         return None
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
