@@ -100,9 +100,9 @@ def test_the_intake_and_the_transfer_run_in_processes_holding_none_of_the_servic
     # the transfer: stdio, its socket to the intake, and libcurl's own connection
     assert _open_files(transfer) == {}, "the transfer kept files open"
     # both children, every thread, at the download's priority; the service at the default
-    assert swdepot.settings.transfer_nice == 19
-    assert _nices(intake) == {19}
-    assert _nices(transfer) == {19}
+    assert swdepot.settings.transfer_nice == 10
+    assert _nices(intake) == {10}
+    assert _nices(transfer) == {10}
     assert _nices(os.getpid()) == {0}
     assert swdepot.api.wait_job(uuid)["state"] == "success"
     assert _children(os.getpid()) == []  # reaped

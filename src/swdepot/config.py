@@ -59,11 +59,13 @@ class Settings:
     transfer_process: bool = True
     # CPU priority (nice, 0-19) of a download's child processes (intake and transfer, every
     # thread of theirs), so that when the CPU is short a poll does not wait behind the
-    # download it asks about. A quiet download loses nothing; under 3,100 polls/s the API's
-    # p99 fell 39 -> 24 ms and the download slowed less (docs/performance.md). Threads in
-    # the service itself (uploads, transfer_process = false) keep the default: a low-priority
-    # thread holding the GIL would stall the event loop. 0 turns it off.
-    transfer_nice: int = 19
+    # download it asks about. A quiet download loses nothing. Under 3,100 polls/s, nice 19
+    # had cut the API's p99 39 -> 24 ms; once a poll cost a third less, nice 10 kept p99 at
+    # 6 ms and slowed the download less than 19 (+18 % against +32 %, medians of 3 runs;
+    # docs/performance.md). Threads in the service itself (uploads,
+    # transfer_process = false) keep the default: a low-priority thread holding the GIL
+    # would stall the event loop. 0 turns it off.
+    transfer_nice: int = 10
     # Seconds between the event loop's lag samples (GET /api/swdepot/runtime). Each sample
     # wakes the loop: every 10 ms cost an idle service 2 % of a core, every 100 ms 0.3 %.
     # Benchmarks that chase short stalls set 0.01.
