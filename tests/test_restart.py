@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 
 from pkgfactory import make_package
@@ -52,4 +53,20 @@ def test_kill_mid_transfer_leaves_no_partial_package(service_process, http_serve
     http_server_noauth.faults.clear()
     job = api.download(http_server_noauth.url("slow.tgz"))
     assert job["state"] == "success", job
+    api.session.close()
+
+
+def test_a_signal_stops_serve_at_once_while_clients_keep_connections_open(service_process):
+    """SIGTERM with idle keep-alive TLS connections open: the service ends cleanly without
+    sitting out its graceful-shutdown timeout (uvicorn logs when it had to)."""
+    api = service_process.start()
+    for path in ("/api/cluster", DOWNLOAD, DOWNLOAD):  # the last two the protocol answers
+        assert api.get(path).status_code == 200  # the session keeps its connection open
+    proc = service_process.proc
+    assert proc is not None
+    proc.terminate()
+    _, err = proc.communicate(timeout=30)
+    # uvicorn ends by re-raising the signal it handled: the signal's own exit status
+    assert proc.returncode == -signal.SIGTERM, err.decode()
+    assert b"timeout graceful shutdown exceeded" not in err, err.decode()
     api.session.close()

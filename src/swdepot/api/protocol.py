@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 
 #: Writes this large are not held: joining them would copy them, for no syscall saved.
 HOLD_AT_MOST = 64 * 1024
+#: Seconds an idle connection gets at shutdown to finish its close before it is aborted.
+IDLE_CLOSE_GRACE = 0.5
 
 
 class CoalescingTransport:
@@ -103,6 +105,23 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         coalescing = CoalescingTransport(transport, self.loop)
         super().connection_made(coalescing)  # type: ignore[arg-type]
+
+    def shutdown(self) -> None:
+        """Close as uvicorn does; abort an idle connection still open a moment later.
+
+        Over TLS, closing an idle connection waits for the client's ``close_notify``, and
+        an idle keep-alive client never sends one: ``swdepot serve`` sat out its whole
+        graceful timeout (5 s) on a signal while any client kept a connection open. A
+        response being written is still left to finish, as uvicorn leaves it.
+        """
+        idle = self.cycle is None or self.cycle.response_complete
+        super().shutdown()
+        if idle:
+            self.loop.call_later(IDLE_CLOSE_GRACE, self._abort_if_open)
+
+    def _abort_if_open(self) -> None:
+        if self in self.connections:
+            self.transport.abort()
 
     def on_headers_complete(self) -> None:
         if self._polls is not None and self._answer_poll(self._polls):
