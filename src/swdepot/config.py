@@ -61,7 +61,7 @@ class Settings:
     # thread of theirs), so that when the CPU is short a poll does not wait behind the
     # download it asks about. A quiet download loses nothing. Under 3,100 polls/s, nice 19
     # had cut the API's p99 39 -> 24 ms; once a poll cost a third less, nice 10 kept p99 at
-    # 6 ms and slowed the download less than 19 (+18 % against +32 %, medians of 3 runs;
+    # 6.6 ms and slowed the download less than 19 (+18 % against +32 %, medians of 5 runs;
     # docs/performance.md). Threads in the service itself (uploads,
     # transfer_process = false) keep the default: a low-priority thread holding the GIL
     # would stall the event loop. 0 turns it off.

@@ -18,14 +18,15 @@ write followed by a close, go out at once and in order.
 about each request once its headers are in, and sends its answer itself. uvicorn would
 otherwise build a scope, a request-response cycle, an ``asyncio.Event`` and a task, and
 pass the answer through two ASGI messages and its header checks, for every poll: that
-machinery cost more than the answer and the TLS together (py-spy: 220 µs of service CPU
-per poll against 75 µs for a bare protocol answering the same bytes over the same TLS).
-It answers only where uvicorn's own path would write exactly the same bytes: a bodiless
-GET over HTTP/1.1 keep-alive, no response of the connection still being written, no
-request queued behind one, no upgrade, no ``Expect``, the client reading what it is sent,
-and no concurrency limit configured (uvicorn's access line, if that log is on, is logged
-as uvicorn logs it). Everything else, and every request
-the answerer declines, takes uvicorn's path unchanged.
+machinery cost more than the answer and the TLS together (180-220 µs of service CPU per
+poll, against 47-75 µs for a bare uvloop protocol answering the same bytes over the same
+TLS, and 21 µs for the answer itself; docs/performance.md). It answers only where
+uvicorn's own path would write exactly the same bytes: a bodiless GET over HTTP/1.1
+keep-alive, no response of the connection still being written, no request queued
+behind one, no upgrade, no ``Expect``, the client reading what it is sent, and no
+concurrency limit configured (uvicorn's access line, if that log is on, is logged as
+uvicorn logs it). Everything else, and every request the answerer declines, takes
+uvicorn's path unchanged.
 """
 
 from __future__ import annotations
