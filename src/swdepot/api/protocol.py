@@ -66,6 +66,12 @@ class CoalescingTransport:
             self._loop.call_soon(self.flush)
         self._held.append(data)
 
+    def write_whole(self, data: bytes) -> None:
+        """A complete answer in one write: sent now, after what is held (no turn to wait
+        for, so no callback to schedule)."""
+        self.flush()
+        self._inner.write(data)
+
     def writelines(self, lines: Any) -> None:
         for data in lines:
             self.write(data)
@@ -166,7 +172,8 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
                               self.client[0] if self.client else None)
         if answer is None:
             return False
-        self.transport.write(_response(self.server_state.default_headers, answer))
+        transport: CoalescingTransport = self.transport  # type: ignore[assignment]
+        transport.write_whole(_response(self.server_state.default_headers, answer))
         if self.access_log:  # the line uvicorn's own path logs (swdepot runs without it)
             client = f"{self.client[0]}:{self.client[1]}" if self.client else ""
             self.access_logger.info('%s - "%s %s HTTP/%s" %d', client, "GET",
