@@ -97,6 +97,21 @@ def test_a_large_write_is_not_held_and_keeps_its_place() -> None:
     asyncio.run(scenario())
 
 
+def test_a_whole_answer_goes_out_at_once_behind_what_is_held() -> None:
+    async def scenario() -> None:
+        transport, counted, peer = await _pair()
+        transport.write(b"earlier")
+        transport.write_whole(b"answer")
+        assert counted.writes == [b"earlier", b"answer"]  # no turn waited for, in order
+        await asyncio.sleep(0)
+        assert counted.writes == [b"earlier", b"answer"]  # nothing left to flush
+        transport.close()
+        assert await _read_until_closed(peer) == b"earlieranswer"
+        peer.close()
+
+    asyncio.run(scenario())
+
+
 def test_an_abort_drops_what_is_held() -> None:
     async def scenario() -> None:
         transport, counted, peer = await _pair()
