@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.utils import get_client_addr
 
 from swdepot.logs import REQUEST_ID
 
@@ -121,10 +122,14 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         graceful timeout (5 s) on a signal while any client kept a connection open. A
         response being written is still left to finish, as uvicorn leaves it.
         """
-        idle = self.cycle is None or self.cycle.response_complete
+        idle = self._between_requests()
         super().shutdown()
         if idle:
             self.loop.call_later(IDLE_CLOSE_GRACE, self._abort_if_open)
+
+    def _between_requests(self) -> bool:
+        """No response of this connection is being written (uvicorn's own test)."""
+        return self.cycle is None or self.cycle.response_complete
 
     def _abort_if_open(self) -> None:
         if self in self.connections:
@@ -149,7 +154,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     def _may_answer(self) -> bool:
         """Whether uvicorn's own path would send this request's answer at once, as is."""
         parser = self.parser
-        return ((self.cycle is None or self.cycle.response_complete) and not self.pipeline
+        return (self._between_requests() and not self.pipeline
                 and not self.flow.write_paused and not self.expect_100_continue
                 and self.limit_concurrency is None
                 and not self.root_path and parser.get_method() == b"GET"
@@ -175,9 +180,8 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         transport: CoalescingTransport = self.transport  # type: ignore[assignment]
         transport.write_whole(_response(self.server_state.default_headers, answer))
         if self.access_log:  # the line uvicorn's own path logs (swdepot runs without it)
-            client = f"{self.client[0]}:{self.client[1]}" if self.client else ""
-            self.access_logger.info('%s - "%s %s HTTP/%s" %d', client, "GET",
-                                    urllib.parse.quote(path), "1.1", 200)
+            self.access_logger.info('%s - "%s %s HTTP/%s" %d', get_client_addr(self.scope),
+                                    "GET", urllib.parse.quote(path), "1.1", 200)
         token = REQUEST_ID.set(answer.request_id)
         try:
             polls.done(answer, {"method": "GET", "path": path, "principal": answer.principal})
