@@ -204,7 +204,7 @@ def references(service: Swdepot, paths: list[str], workdir: Path
                              str(port), str(cert), str(key), str(saved)])
     nginx = start_nginx(static, workdir / "nginx-static", cert=cert, key=key) \
         if nginx_path() else None
-    # Started while no download runs: a starting node still drops every staging file.
+    # Another node of the same cluster (its own node lock and staging directory).
     node_config = workdir / "second-node.toml"
     node_config.write_text('node_name = "swdepot-bench-2"\n')
     node = Swdepot(workdir, data_dir=service.data_dir,

@@ -146,7 +146,7 @@ def test_kill_mid_delete_finishes_the_delete(service_process, import_dir, tmp_pa
 
 
 def test_repository_verify_reports_and_repairs_from_the_good_copy(service_process, import_dir,
-                                                                  kept):
+                                                                  kept, tmp_path):
     api = service_process.start()
     assert api.download("file:///kept.tgz")["state"] == "success"
     api.session.close()
@@ -160,14 +160,19 @@ def test_repository_verify_reports_and_repairs_from_the_good_copy(service_proces
     orphan = data_dir / "store" / "primary" / "packages" / "stray" / "stray.tgz"
     orphan.parent.mkdir(parents=True)
     orphan.write_bytes(b"left behind")
+    # a blob written moments ago may be another process's publish about to be recorded
+    assert "orphan" not in verify(data_dir).stdout and orphan.exists()
+    config = tmp_path / "no-grace.toml"
+    config.write_text("orphan_grace = 0\n")
+    data_dir_args = ("--config", str(config))
 
-    report = verify(data_dir)
+    report = verify(data_dir, *data_dir_args)
     assert report.returncode == 1
     assert "corrupt copy of kept.tgz: NOT repaired" in report.stdout
     assert "orphan packages/stray/stray.tgz (kept)" in report.stdout
     assert secondary.read_bytes() == bytes(damaged)  # without --repair nothing changes
 
-    repaired = verify(data_dir, "--repair")
+    repaired = verify(data_dir, "--repair", *data_dir_args)
     assert repaired.returncode == 0, repaired.stdout
     assert "repaired from swdepot-01" in repaired.stdout
     assert secondary.read_bytes() == good and primary.read_bytes() == good

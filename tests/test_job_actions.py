@@ -36,7 +36,8 @@ def test_cancel_stops_the_download_and_removes_partial_data(api, swdepot, http_s
     job = api.wait_job(uuid)
     assert job["state"] == "failure" and job["code"] == 10551381
     assert "canceled" in job["message"]
-    staged = [p for root in swdepot.settings.store_roots for p in (root / ".staging").iterdir()]
+    staged = [p for root in swdepot.settings.store_roots
+              for p in (root / ".staging").rglob("*.part")]
     assert staged == []
     assert api.get("/api/cluster/software/packages").json()["num_records"] == 0
     again = api.patch(f"/api/cluster/jobs/{uuid}?action=cancel")

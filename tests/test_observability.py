@@ -83,7 +83,7 @@ def test_repository_figures_are_shared_across_processes(settings, start_service,
                                                         http_server_noauth, content_dir):
     """Two services on one data directory: what one stores, the other's /metrics reports."""
     first = start_service(settings)
-    second = start_service(settings, port=free_port())
+    second = start_service(settings, port=free_port(), node_name="swdepot-02")
     pkg = make_package(content_dir, "shared.tgz", "9.18.1")
     assert first.api.download(http_server_noauth.url("shared.tgz"))["state"] == "success"
     m = scrape(second.api)

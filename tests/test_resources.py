@@ -77,7 +77,7 @@ def test_sink_refuses_bytes_beyond_the_maximum_while_streaming(tmp_path):
         sink.write(b"x" * 600)
     assert sink.bytes_written == 600  # the refused chunk reached no copy
     sink.finish()  # the secondary copy is written on its own thread: wait for it
-    parts = [p for s in stores for p in (s.root / ".staging").glob("*.part")]
+    parts = [p for s in stores for p in (s.root / ".staging").rglob("*.part")]
     assert [p.stat().st_size for p in parts] == [600, 600]
     sink.abort()
-    assert [p for s in stores for p in (s.root / ".staging").glob("*.part")] == []
+    assert [p for s in stores for p in (s.root / ".staging").rglob("*.part")] == []

@@ -100,7 +100,7 @@ def test_store_placement_failure_is_10551859(api, swdepot, import_dir) -> None:
     assert job["state"] == "failure" and job["code"] == 10551859, job
     assert job["message"].startswith("Failed to set primary and secondary nodes")
     assert api.get("/api/cluster/software/packages").json()["num_records"] == 0
-    assert list((swdepot.settings.store_roots[0] / ".staging").iterdir()) == []
+    assert list((swdepot.settings.store_roots[0] / ".staging").rglob("*.part")) == []
 
 
 def test_a_starting_node_ends_only_its_own_interrupted_jobs(tmp_path: Path) -> None:

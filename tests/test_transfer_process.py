@@ -68,7 +68,7 @@ def _nices(pid: int) -> set[int]:
 
 
 def _staged(swdepot) -> list[Path]:
-    return [p for root in swdepot.settings.store_roots for p in (root / ".staging").iterdir()]
+    return [p for root in swdepot.settings.store_roots for p in (root / ".staging").rglob("*.part")]
 
 
 def _start_slow_download(api, http_server_noauth, content_dir, name: str, version: str) -> str:

@@ -23,7 +23,7 @@ def sha256(path: Path) -> str:
 
 
 def staging_files(swdepot) -> list[Path]:
-    return [p for root in swdepot.settings.store_roots for p in (root / ".staging").iterdir()]
+    return [p for root in swdepot.settings.store_roots for p in (root / ".staging").rglob("*.part")]
 
 
 def stored_files(swdepot) -> list[Path]:

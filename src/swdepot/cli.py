@@ -25,6 +25,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8443)")
     serve.add_argument("--data-dir", type=Path, help="where the database and packages live")
+    serve.add_argument("--node-name", help="which cluster node this process is (default: the "
+                       "first configured node); processes sharing a data directory need "
+                       "different names")
     serve.add_argument("--cert", type=Path, help="TLS certificate (PEM)")
     serve.add_argument("--key", type=Path, help="TLS private key (PEM)")
     serve.add_argument("--insecure-http", action="store_true", help="serve plain HTTP")
@@ -110,7 +113,7 @@ def _serve(args: argparse.Namespace) -> int:
         admin_password_file=args.admin_password_file, import_dir=args.import_dir,
         ca_files=tuple(args.ca_file) if args.ca_file else None,
         allowed_networks=tuple(args.allow_network) if args.allow_network else None,
-        require_signatures=args.require_signatures,
+        require_signatures=args.require_signatures, node_name=args.node_name,
     )
     try:
         given = settings.given_admin_password()
@@ -118,9 +121,14 @@ def _serve(args: argparse.Namespace) -> int:
         given = None  # the service reports the unreadable file when it reads it
     # the slow hash runs on the other core while the service's modules import
     prehashed = hash_password_soon(given) if given is not None else None
+    from swdepot.nodelock import NodeBusy
     from swdepot.server import run
 
-    run(settings, log_level=args.log_level, prehashed=prehashed)
+    try:
+        run(settings, log_level=args.log_level, prehashed=prehashed)
+    except NodeBusy as exc:
+        print(f"swdepot: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

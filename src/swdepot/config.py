@@ -81,6 +81,12 @@ class Settings:
     # Packages
     require_signatures: bool = False
     trust_dir: Path | None = None
+    # Clean-up of what crashed processes left in the shared stores. A blob no record
+    # names is removed only after it has been unreferenced this long (far longer than a
+    # publish takes between committing its blobs and recording it); another node's
+    # staged upload only once nobody has written it this long (twice max_duration).
+    orphan_grace: float = 600.0
+    abandoned_staging_after: float = 7200.0
     # Jobs
     job_retention_seconds: float = 300.0
     job_workers: int = 4

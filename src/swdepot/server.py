@@ -15,6 +15,7 @@ from swdepot.api.protocol import CoalescingHttpToolsProtocol
 from swdepot.api.shortcut import PollAnswerer
 from swdepot.auth import PendingHash
 from swdepot.config import Settings
+from swdepot.nodelock import NodeLock
 from swdepot.service import Service
 from swdepot.tls import SelfSigned, harden
 
@@ -76,10 +77,16 @@ def run(settings: Settings, *, log_level: str = "info",
 
     ``prehashed``: the given admin password's hash, begun before this module's imports.
     """
+    # first of all: no other live process may serve this node from this data directory
+    lock = NodeLock.acquire(settings.data_dir, settings.node)
     cert, key = settings.cert_file, settings.key_file
-    own = (SelfSigned(settings.tls_dir, [settings.host])
-           if settings.tls and (cert is None or key is None) else None)
-    service = Service(settings)
+    try:
+        own = (SelfSigned(settings.tls_dir, [settings.host])
+               if settings.tls and (cert is None or key is None) else None)
+        service = Service(settings, lock=lock)
+    except BaseException:
+        lock.release()
+        raise
     try:
         service.ensure_admin(prehashed=prehashed)
         service.start()

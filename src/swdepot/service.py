@@ -22,6 +22,7 @@ from swdepot.jobs.cache import RunningJobCache
 from swdepot.jobs.runner import JobRunner
 from swdepot.loginlimit import LoginLimiter
 from swdepot.metrics import MeteredJobStore, Metrics
+from swdepot.nodelock import NodeLock
 from swdepot.packages.manifest import load_trusted_keys
 from swdepot.packages.model import ValidationPolicy
 from swdepot.persistence.sqlite import (
@@ -54,9 +55,19 @@ RESTARTED = "The job was interrupted because the service restarted."
 class Service:
     """Everything behind the API, built from settings."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, lock: NodeLock | None = None) -> None:
+        """``lock``: this node's lock on the data directory, if the caller took it already
+        (else it is taken here, first of all; :class:`~swdepot.nodelock.NodeBusy` if a
+        live process holds it). The service releases it on :meth:`close`."""
         self.settings = settings
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.lock = lock or NodeLock.acquire(settings.data_dir, settings.node)
+        try:
+            self._build(settings)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _build(self, settings: Settings) -> None:
         self.db = Database(settings.database_path)
         self.metrics = Metrics()
         self.jobs = MeteredJobStore(RunningJobCache(SqliteJobStore(self.db)), self.metrics)
@@ -64,7 +75,7 @@ class Service:
         self.authenticator = Authenticator(
             self.users, limiter=LoginLimiter(settings.login_max_failures,
                                              settings.login_failure_window))
-        self.repository = open_repository(settings, self.db)
+        self.repository = open_repository(settings, self.db, owner=settings.node)
         self.metrics.watch(self.jobs, self.repository.catalog)
         self.runner = JobRunner(self.jobs, workers=settings.job_workers)
         self.profile = ClusterProfile(
@@ -144,12 +155,24 @@ class Service:
                 log.exception("software update tick failed")
 
     def _housekeeping(self) -> None:
+        """Purge old jobs; now and then sweep what crashed processes left in the stores."""
         interval = max(1.0, min(60.0, self.settings.job_retention_seconds / 4))
+        sweep_every = max(interval, min(self.settings.orphan_grace,
+                                        self.settings.abandoned_staging_after) / 2)
+        next_sweep = time.monotonic() + sweep_every
         while not self._stop.wait(interval):
             try:
                 self.jobs.purge(time.time() - self.settings.job_retention_seconds)
             except Exception:  # keep the janitor alive; it retries next round
                 log.exception("job purge failed")
+            if time.monotonic() >= next_sweep:
+                next_sweep = time.monotonic() + sweep_every
+                try:
+                    report = self.repository.recover(own_leftovers=False)
+                    if any(report.values()):
+                        log.info("swept the stores: %s", report)
+                except Exception:
+                    log.exception("store sweep failed")
 
     def job_visible_after(self) -> float:
         """Finished jobs are kept for the retention period, then they answer 404."""
@@ -186,15 +209,21 @@ class Service:
             if thread is not None:
                 thread.join(timeout=5)
         self.db.close()
+        self.lock.release()
 
 
-def open_repository(settings: Settings, db: Database) -> Repository:
-    """The catalog and both node stores, as the service and the operator commands use them."""
+def open_repository(settings: Settings, db: Database, *, owner: str = "operator"
+                    ) -> Repository:
+    """The catalog and both node stores, as the service and the operator commands use them.
+
+    ``owner`` stages uploads in a directory of its own (a node name for a service).
+    """
     primary, secondary = settings.store_roots
     return Repository(
         SqlitePackageCatalog(db),
-        [LocalDirStore(primary, settings.cluster.nodes[0]),
-         LocalDirStore(secondary, settings.cluster.nodes[-1])],
+        [LocalDirStore(primary, settings.cluster.nodes[0], owner),
+         LocalDirStore(secondary, settings.cluster.nodes[-1], owner)],
+        orphan_grace=settings.orphan_grace, abandoned_after=settings.abandoned_staging_after,
     )
 
 

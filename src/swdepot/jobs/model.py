@@ -74,11 +74,15 @@ class Job:
     node: str = ""
     progress: Progress = field(default_factory=Progress)
     target: str | None = None  # what the job acts on (a URL without secrets, a version)
+    # What whoever runs the job (again, after its process died) needs to know: JSON values,
+    # never a secret in clear text. Not part of ONTAP's job object.
+    params: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
-    def new(cls, kind: JobKind, description: str, *, node: str, target: str | None = None) -> Job:
+    def new(cls, kind: JobKind, description: str, *, node: str, target: str | None = None,
+            params: dict[str, Any] | None = None) -> Job:
         return cls(uuid=str(uuidlib.uuid4()), kind=kind, description=description, node=node,
-                   target=target)
+                   target=target, params=params or {})
 
     def with_changes(self, **changes: Any) -> Job:
         return replace(self, **changes)

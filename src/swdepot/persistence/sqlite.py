@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     bytes_done INTEGER NOT NULL DEFAULT 0,
     bytes_total INTEGER,
     speed REAL NOT NULL DEFAULT 0,
-    exclusive INTEGER NOT NULL DEFAULT 0
+    exclusive INTEGER NOT NULL DEFAULT 0,
+    params TEXT NOT NULL DEFAULT '{}'
 );
 CREATE UNIQUE INDEX IF NOT EXISTS one_active_exclusive_job ON jobs(kind)
     WHERE exclusive = 1 AND state IN ('queued', 'running', 'paused');
@@ -74,6 +75,12 @@ CREATE TABLE IF NOT EXISTS users (
 
 _ACTIVE = tuple(str(s) for s in ACTIVE_STATES)
 
+# Columns added since the first release: (table, column, definition). A database made by
+# an older swdepot gets them on open; ADD COLUMN with a default rewrites no row.
+MIGRATIONS = (
+    ("jobs", "params", "TEXT NOT NULL DEFAULT '{}'"),
+)
+
 
 class Database:
     """One SQLite file; hands out a connection per thread."""
@@ -84,7 +91,11 @@ class Database:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        self.connection().executescript(SCHEMA)  # idempotent; executescript commits itself
+        with self.transaction() as conn:
+            for table, column, definition in MIGRATIONS:
+                if table in _tables(conn) and column not in _columns(conn, table):
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+        conn.executescript(SCHEMA)  # idempotent; executescript commits itself
 
     def connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -120,6 +131,14 @@ class Database:
         self._local = threading.local()
 
 
+def _tables(conn: sqlite3.Connection) -> set[str]:
+    return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+
+
 def _job_from_row(row: sqlite3.Row) -> Job:
     return Job(
         uuid=row["uuid"], kind=JobKind(row["kind"]), description=row["description"],
@@ -127,6 +146,7 @@ def _job_from_row(row: sqlite3.Row) -> Job:
         created_at=row["created_at"], start_time=row["start_time"], end_time=row["end_time"],
         node=row["node"], target=row["target"],
         progress=Progress(row["bytes_done"], row["bytes_total"], row["speed"]),
+        params=json.loads(row["params"]),
     )
 
 
@@ -141,11 +161,11 @@ class SqliteJobStore:
             with self._db.transaction() as conn:
                 conn.execute(
                     "INSERT INTO jobs (uuid, kind, description, state, message, code, created_at,"
-                    " start_time, end_time, node, target, exclusive)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " start_time, end_time, node, target, exclusive, params)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (job.uuid, str(job.kind), job.description, str(job.state), job.message,
                      job.code, job.created_at, job.start_time, job.end_time, job.node,
-                     job.target, int(exclusive)),
+                     job.target, int(exclusive), json.dumps(job.params)),
                 )
         except sqlite3.IntegrityError as exc:
             raise SlotTaken(job.kind) from exc

@@ -5,6 +5,11 @@ visible: write both copies to staging â†’ commit both blobs under a fresh key â†
 the catalog record. Only the record makes a package visible; blobs without one are
 orphans that :meth:`Repository.recover` removes. Deleting runs the other way round:
 record first, blobs after.
+
+Several processes share the stores, so clean-up never takes another live process's
+work: a blob counts as an orphan only once it has been unreferenced for longer than
+any publish takes between committing it and recording it (``orphan_grace``), and
+another owner's staged upload only once nobody has written it for ``abandoned_after``.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from swdepot import testpoints
@@ -98,11 +103,18 @@ class Staged:
 class Repository:
     """Publishes, lists and deletes packages across the node stores."""
 
+    ORPHAN_GRACE = 600.0  # seconds: far longer than committing blobs and recording them
+    ABANDONED_AFTER = 7200.0  # seconds: twice the longest a transfer may take (1 hour)
+
     def __init__(self, catalog: PackageCatalog, stores: Sequence[BlobStore],
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, *,
+                 orphan_grace: float = ORPHAN_GRACE,
+                 abandoned_after: float = ABANDONED_AFTER) -> None:
         self.catalog = catalog
         self.stores = tuple(stores)
         self._clock = clock
+        self._orphan_grace = orphan_grace
+        self._abandoned_after = abandoned_after
 
     def stage(self) -> Staged:
         """Open an upload on every store; fail with 10551859 if any store refuses."""
@@ -128,16 +140,22 @@ class Repository:
         if existing is not None:
             raise duplicate_name_error(file_name, existing.kind)
 
-    def publish(self, staged: Staged, info: PackageInfo, sha256: str, size: int) -> PackageRecord:
-        """Commit both copies and record the package; on any failure nothing is visible."""
+    def publish(self, staged: Staged, info: PackageInfo, sha256: str, size: int, *,
+                record_id: str | None = None) -> PackageRecord:
+        """Commit both copies and record the package; on any failure nothing is visible.
+
+        ``record_id`` (the job's uuid) names the blobs before they are recorded, so
+        whoever recovers the job can remove them at once with :meth:`discard_unrecorded`
+        should the publisher die in between.
+        """
         self.check_name_free(info.file_name)
         if info.kind is PackageKind.IMAGE and self.catalog.by_version(info.version):
             raise duplicate_version_error(info.version)
-        record_id = str(uuid.uuid4())
+        record_id = record_id or str(uuid.uuid4())
         record = PackageRecord(
             id=record_id, version=info.version, file_name=info.file_name, kind=info.kind,
             size=size, sha256=sha256, create_time=self._clock(),
-            store_key=f"packages/{record_id}/{info.file_name}", product=info.product,
+            store_key=_store_key(record_id, info.file_name), product=info.product,
             signer=info.signer,
         )
         committed: list[BlobStore] = []
@@ -162,6 +180,26 @@ class Repository:
             self._delete_blobs(record.store_key, committed)
             raise
         return record
+
+    def discard_unrecorded(self, record_id: str, file_name: str) -> bool:
+        """Remove the blobs a publish under ``record_id`` committed, unless it recorded
+        them; True if there was no record (whatever blobs existed are gone)."""
+        if any(r.id == record_id for r in self.catalog.all()):
+            return False
+        key = _store_key(record_id, file_name)
+        for store in self.stores:
+            try:
+                if store.exists(key):
+                    store.delete(key)
+            except (OSError, ValueError):
+                log.warning("could not delete %s from store %s", key, store.name)
+        return True
+
+    def remove_blobs(self, store_key: str) -> None:
+        """Finish an unlisted package's delete: remove its blobs from every store."""
+        if any(r.store_key == store_key for r in self.catalog.all()):
+            raise ValueError(f"{store_key} is still recorded")
+        self._delete_blobs(store_key, self.stores)
 
     def delete(self, record: PackageRecord) -> None:
         """Hide the package (record first), then remove both copies."""
@@ -194,18 +232,46 @@ class Repository:
     def images(self) -> list[PackageRecord]:
         return self.catalog.all(PackageKind.IMAGE)
 
-    def recover(self) -> dict[str, int]:
-        """Bring the stores in line with the catalog after a crash or restart."""
-        known = {r.store_key for r in self.catalog.all()}
-        staging = orphans = 0
-        for store in self.stores:
-            staging += store.clean_staging()
-            for key in list(store.keys()):
-                if key not in known:
-                    with contextlib.suppress(OSError):
-                        store.delete(key)
-                        orphans += 1
+    def recover(self, *, keep_staging: Collection[str] = (),
+                own_leftovers: bool = True) -> dict[str, int]:
+        """Bring the stores in line with the catalog after a crash or restart.
+
+        Removes abandoned staging and orphans and, with ``own_leftovers`` (at start-up,
+        under the node lock), all of this owner's staging; never ``keep_staging``, the
+        handles of uploads a job will resume. Without ``own_leftovers`` it is the
+        periodic sweep a running service may do at any time.
+        """
+        now = self._clock()
+        staging = sum(store.clean_staging(keep=keep_staging,
+                                          abandoned_before=now - self._abandoned_after,
+                                          own_leftovers=own_leftovers)
+                      for store in self.stores)
+        orphans = 0
+        for store, key in self._orphans(now):
+            with contextlib.suppress(OSError):
+                store.delete(key)
+                orphans += 1
         return {"staging_removed": staging, "orphans_removed": orphans}
+
+    def _orphans(self, now: float) -> list[tuple[BlobStore, str]]:
+        """Blobs no record names, unreferenced for longer than a publish can take.
+
+        The catalog is read after the stores are listed: a blob committed and recorded
+        in between is then known, never taken for an orphan.
+        """
+        listed = [(store, key) for store in self.stores for key in list(store.keys())]
+        known = {r.store_key for r in self.catalog.all()}
+        found = []
+        for store, key in listed:
+            if key in known:
+                continue
+            try:
+                if store.changed(key) > now - self._orphan_grace:
+                    continue  # perhaps a publish of another process, about to record it
+            except OSError:
+                continue  # gone already
+            found.append((store, key))
+        return found
 
 
     def verify(self, *, repair: bool = False) -> VerifyReport:
@@ -234,12 +300,10 @@ class Repository:
                     source = None
                 report.damaged.append(DamagedCopy(record.file_name, store.name, problem,
                                                   source.name if source else None))
-        known = {r.store_key for r in self.catalog.all()}
-        for store in self.stores:
-            for key in [k for k in list(store.keys()) if k not in known]:
-                report.orphans.append((store.name, key))
-                if repair:  # not recover(): staging files may belong to a running download
-                    self._delete_blobs(key, [store])
+        for store, key in self._orphans(self._clock()):
+            report.orphans.append((store.name, key))
+            if repair:  # not recover(): staging files may belong to a running download
+                self._delete_blobs(key, [store])
         report.orphans_removed = repair
         return report
 
@@ -268,6 +332,10 @@ class Repository:
         except OSError as exc:
             log.error("could not repair %s on %s: %s", record.file_name, target.name, exc)
             return False
+
+
+def _store_key(record_id: str, file_name: str) -> str:
+    return f"packages/{record_id}/{file_name}"
 
 
 def _intact(store: BlobStore, record: PackageRecord) -> bool:

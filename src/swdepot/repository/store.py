@@ -24,13 +24,15 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from swdepot.nodelock import slug
+
 STAGING = ".staging"
 _PART = ".part"
-_HANDLE = re.compile(r"[0-9a-f]{32}\.part")
+_HANDLE = re.compile(r"[A-Za-z0-9._-]+/[0-9a-f]{32}\.part")
 WRITEBACK_WINDOW = 16 << 20  # buffered mode: start writeback every 16 MiB
 DIRECT_BUFFER = 1 << 20  # direct mode: bytes gathered before one aligned write
 DIRECT_ALIGN = 4096  # covers the logical block size of every common device
@@ -82,8 +84,18 @@ class BlobStore(Protocol):
 
     def sha256(self, key: str) -> str: ...
 
-    def clean_staging(self) -> int:
-        """Drop uploads that were never committed (after a crash); returns how many."""
+    def changed(self, key: str) -> float:
+        """When the blob was last written or committed (seconds since the epoch)."""
+
+    def clean_staging(self, *, keep: Collection[str], abandoned_before: float,
+                      own_leftovers: bool) -> int:
+        """Drop uploads that were never committed; returns how many.
+
+        Removes any owner's staged uploads untouched since ``abandoned_before`` and, with
+        ``own_leftovers`` (at start-up, when the node lock proves its previous life
+        dead), every upload of this store's own owner; never the handles in ``keep``
+        (staged bytes a job will resume from).
+        """
 
     def free_bytes(self) -> int | None:
         """Room left for new blobs; None when the store has no practical limit (S3)."""
@@ -103,23 +115,25 @@ class _LocalUpload:
     writeback (:func:`_start_writeback`).
     """
 
-    def __init__(self, root: Path, name: str | None = None) -> None:
-        """A new staging file, or with ``name`` the flushed one another process wrote."""
+    def __init__(self, root: Path, name: str, *, adopted: bool = False) -> None:
+        """A new staging file ``name`` (``owner/hex.part``), or with ``adopted`` the
+        flushed one another process wrote under that name."""
         self._root = root
-        self._path = root / STAGING / (name or f"{uuid.uuid4().hex}{_PART}")
-        flags = os.O_WRONLY | os.O_CLOEXEC | (0 if name else os.O_CREAT | os.O_EXCL)
+        self._path = root / STAGING / name
+        name_given = adopted
+        flags = os.O_WRONLY | os.O_CLOEXEC | (0 if name_given else os.O_CREAT | os.O_EXCL)
         self._fd: int | None = os.open(self._path, flags, 0o644)
-        self._size = os.fstat(self._fd).st_size if name else 0
+        self._size = os.fstat(self._fd).st_size if name_given else 0
         self._flushed = 0  # buffered mode: bytes whose writeback has been started
         self._buffer: mmap.mmap | None = None
         self._pending = 0  # direct mode: bytes in the buffer not yet written in full blocks
-        self._durable = name is not None  # adopted: flushed by the process that wrote it
-        if name is None and _enable_direct(self._fd):
+        self._durable = name_given  # adopted: flushed by the process that wrote it
+        if not name_given and _enable_direct(self._fd):
             self._buffer = mmap.mmap(-1, DIRECT_BUFFER)  # page-aligned by construction
 
     @property
     def handle(self) -> str:
-        return self._path.name
+        return f"{self._path.parent.name}/{self._path.name}"
 
     def detach(self) -> None:
         assert self._durable, "flush before handing an upload over"
@@ -213,12 +227,18 @@ class _LocalUpload:
 
 
 class LocalDirStore:
-    """A directory on local disk; keys are relative paths below it."""
+    """A directory on local disk; keys are relative paths below it.
 
-    def __init__(self, root: Path, name: str) -> None:
+    Each owner (a node: one live process at a time, ``nodelock.py``) stages in a
+    directory of its own below ``.staging``, so a process's clean-up can tell its own
+    leftovers from another live process's uploads.
+    """
+
+    def __init__(self, root: Path, name: str, owner: str = "operator") -> None:
         self.root = root
         self.name = name
-        (root / STAGING).mkdir(parents=True, exist_ok=True)
+        self._own = slug(owner)
+        (root / STAGING / self._own).mkdir(parents=True, exist_ok=True)
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
@@ -227,12 +247,15 @@ class LocalDirStore:
         return path
 
     def begin(self) -> _LocalUpload:
-        return _LocalUpload(self.root)
+        return _LocalUpload(self.root, f"{self._own}/{uuid.uuid4().hex}{_PART}")
 
     def adopt(self, handle: str) -> _LocalUpload:
-        if not _HANDLE.fullmatch(handle):  # a staging file's own name, never a path
+        # an owner's directory and a staging file's name, never a path of any other shape
+        if not _HANDLE.fullmatch(handle) or handle.startswith(".."):
             raise ValueError(f"not an upload handle of this store: {handle!r}")
-        return _LocalUpload(self.root, handle)
+        if not (self.root / STAGING / handle).is_file():
+            raise ValueError(f"no staged upload {handle!r} in this store")
+        return _LocalUpload(self.root, handle, adopted=True)
 
     def open(self, key: str) -> BinaryIO:
         return self._path(key).open("rb")
@@ -260,13 +283,27 @@ class LocalDirStore:
                 digest.update(block)
         return digest.hexdigest()
 
+    def changed(self, key: str) -> float:
+        info = self._path(key).stat()
+        return max(info.st_mtime, info.st_ctime)  # a rename (commit) changes ctime
+
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.root).free
 
-    def clean_staging(self) -> int:
+    def clean_staging(self, *, keep: Collection[str], abandoned_before: float,
+                      own_leftovers: bool) -> int:
         count = 0
-        for part in (self.root / STAGING).glob(f"*{_PART}"):
+        staging = self.root / STAGING
+        # staging files of this owner and of others, and loose ones of older versions
+        for part in [*staging.glob(f"*/*{_PART}"), *staging.glob(f"*{_PART}")]:
+            rel = part.relative_to(staging).as_posix()
+            if rel in keep:
+                continue
             with contextlib.suppress(FileNotFoundError):
+                if not (own_leftovers and part.parent.name == self._own):
+                    info = part.stat()
+                    if max(info.st_mtime, info.st_ctime) >= abandoned_before:
+                        continue  # another owner's, and it may still be at work
                 part.unlink()
                 count += 1
         return count

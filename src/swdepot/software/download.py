@@ -8,6 +8,7 @@ The server password lives only in the job's closure, for as long as the job runs
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Callable
@@ -130,10 +131,18 @@ class DownloadService:
             if record is not None:
                 self._jobs.transition(job.uuid, JobState.SUCCESS, "success", 0, end_time=now)
             else:
+                self._discard_unpublished(job)
                 self._jobs.transition(job.uuid, JobState.FAILURE, RESTARTED, DOWNLOAD_FAILED,
                                       end_time=now)
             ended += 1
         return ended
+
+    def _discard_unpublished(self, job: Job) -> None:
+        """Blobs the dead process committed under the job's name but never recorded."""
+        with contextlib.suppress(OntapError):
+            if job.target is not None:
+                url, _ = parse_download_url(job.target)
+                self._repository.discard_unrecorded(job.uuid, url.file_name)
 
     def _published_by(self, job: Job) -> PackageRecord | None:
         if job.target is None:

@@ -114,7 +114,7 @@ class PackageIngest:
             intake = elsewhere.run(ctx, take)
         try:
             record = self._repository.publish(intake.staged, intake.info, intake.sha256,
-                                              intake.size)
+                                              intake.size, record_id=ctx.job.uuid)
         except BaseException:
             intake.staged.abort()
             raise

@@ -62,7 +62,8 @@ class PackageService:
             raise Conflict(DELETE_DURING_UPDATE, "Package delete failed since an update is in "
                            f'progress (the update installs "{version}").', target="version")
         job = Job.new(JobKind.DELETE_PACKAGE, f"DELETE /api/cluster/software/packages/{version}",
-                      node=self._node, target=version)
+                      node=self._node, target=version,
+                      params={"record_id": record.id, "store_key": record.store_key})
         self._runner.start(job, lambda ctx: self._run(ctx, record))
         return job
 
@@ -83,6 +84,9 @@ class PackageService:
                     or job.node != self._node):
                 continue
             if job.target is not None and self._repository.catalog.by_version(job.target) is None:
+                key = job.params.get("store_key")
+                if isinstance(key, str):  # the blobs the dead process had yet to remove
+                    self._repository.remove_blobs(key)
                 self._jobs.transition(job.uuid, JobState.SUCCESS, "success", 0, end_time=now)
             else:
                 self._jobs.transition(job.uuid, JobState.FAILURE, DELETE_RESTARTED,
