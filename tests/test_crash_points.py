@@ -95,21 +95,23 @@ def assert_kept_intact(api, data_dir: Path, kept: Path) -> None:
 
 @pytest.mark.parametrize("point", ["download.transferred", "publish.blob_committed",
                                    "publish.blobs_committed"])
-def test_kill_before_the_record_exists_leaves_nothing_of_the_new_package(
+def test_kill_before_the_record_exists_the_restarted_node_takes_the_download_over(
         service_process, import_dir, tmp_path, kept, point):
-    make_package(import_dir, "new.tgz", "9.15.1", size=512 * 1024)
+    """The job outlives its process: the restart claims it, removes what the dead process
+    committed without recording, downloads again and publishes exactly one package."""
+    new = make_package(import_dir, "new.tgz", "9.15.1", size=512 * 1024)
     api, uuid = crash_during(service_process, tmp_path, point, ("file:///kept.tgz",),
                              lambda api: api.post(DOWNLOAD, json={"url": "file:///new.tgz"}))
     data_dir = service_process.data_dir
-    body = api.get(f"/api/cluster/jobs/{uuid}").json()
-    assert body["state"] == "failure" and "service restarted" in body["message"]
-    assert body["code"] == 10551381
-    assert [r["version"] for r in api.get(PACKAGES).json()["records"]] == ["9.14.1"]
-    assert sorted(p.name for p in blobs(data_dir)) == ["kept.tgz", "kept.tgz"]
+    body = api.wait_job(uuid)
+    assert body["state"] == "success" and body["code"] == 0, body
+    assert [r["version"] for r in api.get(PACKAGES).json()["records"]] == ["9.14.1", "9.15.1"]
+    assert api.get(f"{PACKAGES}/9.15.1").json()["sha256"] == sha256(new)
+    assert sorted(p.name for p in blobs(data_dir)) == ["kept.tgz", "kept.tgz",
+                                                       "new.tgz", "new.tgz"]
+    assert all(sha256(p) == sha256(new) for p in blobs(data_dir) if p.name == "new.tgz")
     assert staging(data_dir) == []
     assert_kept_intact(api, data_dir, kept)
-    # the same package can be downloaded again at once
-    assert api.download("file:///new.tgz")["state"] == "success"
     api.session.close()
     assert verify(data_dir).returncode == 0
 

@@ -25,6 +25,10 @@ def stores(tmp_path: Path) -> tuple[RunningJobCache, CountingStore, SqliteJobSto
     return RunningJobCache(counting), counting, SqliteJobStore(Database(path))
 
 
+ME = "node-1/1/cafe"  # this process, as its job runner names itself
+LEASE = 10_000.0  # far in the future of the tests' clock
+
+
 def download(node: str = "node-1") -> Job:
     return Job.new(JobKind.DOWNLOAD, "POST /api/cluster/software/download", node=node)
 
@@ -32,7 +36,7 @@ def download(node: str = "node-1") -> Job:
 def test_a_running_job_is_answered_from_memory_exactly_as_the_database_holds_it(stores):
     ours, counting, theirs = stores
     job = download()
-    ours.insert(job, exclusive=True)
+    ours.insert(job, exclusive=True, owner=ME, lease_until=LEASE)
     ours.transition(job.uuid, JobState.RUNNING, "Package download in progress",
                     start_time=1000.0)
     ours.set_progress(job.uuid, None, Progress(1 << 20, 4 << 20, 123.4))
@@ -47,7 +51,7 @@ def test_a_running_job_is_answered_from_memory_exactly_as_the_database_holds_it(
 def test_an_ended_job_is_kept_as_last_read(stores):
     ours, counting, theirs = stores
     job = download()
-    ours.insert(job, exclusive=True)
+    ours.insert(job, exclusive=True, owner=ME, lease_until=LEASE)
     ours.transition(job.uuid, JobState.SUCCESS, "success", end_time=2000.0)
     counting.reads = 0
     assert ours.get(job.uuid) == theirs.get(job.uuid)
@@ -92,7 +96,7 @@ def test_another_processs_jobs_and_newer_jobs_come_from_the_database(stores):
     theirs.insert(other, exclusive=True)
     assert ours.get(other.uuid) == theirs.get(other.uuid)
     with pytest.raises(SlotTaken):  # the slot is the database's, whoever asks
-        ours.insert(mine, exclusive=True)
+        ours.insert(mine, exclusive=True, owner=ME, lease_until=LEASE)
     assert ours.get(mine.uuid) is None
     theirs.transition(other.uuid, JobState.RUNNING, "running")
     assert ours.get(other.uuid).state is JobState.RUNNING  # never cached: always fresh
@@ -102,7 +106,8 @@ def test_another_processs_jobs_and_newer_jobs_come_from_the_database(stores):
 def test_only_an_exclusive_job_stands_for_its_kinds_latest(stores):
     ours, _counting, theirs = stores
     upload = Job.new(JobKind.UPLOAD, "POST /api/cluster/software/upload", node="node-1")
-    ours.insert(upload)  # no slot: another process may create a newer upload meanwhile
+    # no slot: another process may create a newer upload meanwhile
+    ours.insert(upload, owner=ME, lease_until=LEASE)
     newer = Job.new(JobKind.UPLOAD, "POST /api/cluster/software/upload", node="node-2")
     newer = newer.with_changes(created_at=upload.created_at + 1)
     theirs.insert(newer)
@@ -110,10 +115,31 @@ def test_only_an_exclusive_job_stands_for_its_kinds_latest(stores):
     assert ours.latest(JobKind.UPLOAD).uuid == newer.uuid
 
 
-def test_a_restart_that_fails_the_nodes_jobs_leaves_nothing_stale(stores):
+def test_a_job_another_process_took_over_is_no_longer_answered_from_memory(stores):
     ours, _counting, theirs = stores
     job = download()
-    ours.insert(job, exclusive=True)
-    assert ours.fail_active("the service restarted", 10551381, 3000.0, node="node-1") == 1
+    ours.insert(job, exclusive=True, owner=ME, lease_until=LEASE)
+    ours.transition(job.uuid, JobState.RUNNING, "running", start_time=1.0, owner=ME)
+    # our lease ran out (this process hung): another node claims the job and writes it
+    claimed = theirs.claim("node-2/2/beef", "node-2", [JobKind.DOWNLOAD], LEASE + 1,
+                           LEASE + 100)
+    assert claimed is not None and claimed.uuid == job.uuid
+    theirs.set_progress(job.uuid, "theirs now", Progress(5, 10, 1.0), owner="node-2/2/beef")
+    assert ours.renew(ME, LEASE + 2) == set()  # the renewal finds it gone ...
+    assert ours.get(job.uuid) == theirs.get(job.uuid)  # ... and stops answering it
+    assert ours.get(job.uuid).message == "theirs now"
+    assert ours.latest(JobKind.DOWNLOAD).message == "theirs now"
+
+
+def test_a_job_queued_for_any_worker_is_cached_once_claimed(stores):
+    ours, counting, theirs = stores
+    job = download()
+    ours.insert(job, exclusive=True)  # nobody's yet: another process may claim it
+    counting.reads = 0
+    ours.get(job.uuid)
+    assert counting.reads == 1
+    assert ours.claim(ME, "node-1", [JobKind.DOWNLOAD], 1.0, LEASE) is not None
+    counting.reads = 0
     assert ours.get(job.uuid) == theirs.get(job.uuid)
-    assert ours.get(job.uuid).state is JobState.FAILURE
+    assert ours.get(job.uuid).owner == ME
+    assert counting.reads == 0

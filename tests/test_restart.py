@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import signal
 import time
 
@@ -27,32 +28,32 @@ def test_finished_job_and_package_survive_kill_and_restart(service_process, impo
     api.session.close()
 
 
-def test_kill_mid_transfer_leaves_no_partial_package(service_process, http_server_noauth,
-                                                     content_dir):
-    make_package(content_dir, "slow.tgz", "9.15.1", size=2 << 20)
-    http_server_noauth.faults["/slow.tgz"] = Fault("trickle", bytes_per_second=128 * 1024)
+def test_a_download_killed_mid_transfer_is_taken_over_by_the_restarted_service(
+        service_process, http_server_noauth, content_dir):
+    pkg = make_package(content_dir, "slow.tgz", "9.15.1", size=2 << 20)
+    http_server_noauth.faults["/slow.tgz"] = Fault("trickle", bytes_per_second=512 * 1024)
     api = service_process.start()
     started = api.post(DOWNLOAD, json={"url": http_server_noauth.url("slow.tgz")})
     uuid = started.json()["job"]["uuid"]
     deadline = time.monotonic() + 20
     while api.get(DOWNLOAD).json().get("bytes_done", 0) < 100_000:
         assert time.monotonic() < deadline, "transfer made no progress"
-        time.sleep(0.1)
+        time.sleep(0.05)
     staging = list((service_process.data_dir / "store").rglob("*.part"))
     assert len(staging) == 2  # both node copies were being written
     api.session.close()
     service_process.kill()
 
     api = service_process.start()
-    job = api.get(f"/api/cluster/jobs/{uuid}").json()
-    assert job["state"] == "failure" and "restarted" in job["message"]
-    assert api.get(DOWNLOAD).json()["state"] == "failure"
-    assert api.get("/api/cluster/software/packages").json()["num_records"] == 0
-    assert list((service_process.data_dir / "store").rglob("*.part")) == []
-    # the slot is free again: a new download can start at once
-    http_server_noauth.faults.clear()
-    job = api.download(http_server_noauth.url("slow.tgz"))
+    # the slot stays taken: the job goes on, nobody may start a second download
+    refused = api.post(DOWNLOAD, json={"url": http_server_noauth.url("slow.tgz")})
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "10551382"
+    job = api.wait_job(uuid, timeout=60)
     assert job["state"] == "success", job
+    assert api.get(DOWNLOAD).json()["state"] == "success"
+    record = api.get("/api/cluster/software/packages/9.15.1?fields=sha256").json()
+    assert record["sha256"] == hashlib.sha256(pkg.read_bytes()).hexdigest()
+    assert list((service_process.data_dir / "store").rglob("*.part")) == []
     api.session.close()
 
 

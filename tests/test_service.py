@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -107,7 +108,7 @@ def test_a_starting_node_ends_only_its_own_interrupted_jobs(tmp_path: Path) -> N
     """Processes sharing one database: node B starting must not fail node A's live job."""
     import threading
 
-    from swdepot.jobs.model import Job, JobKind
+    from swdepot.jobs.model import Job, JobKind, JobState
 
     release = threading.Event()
     node_a = Service(Settings(data_dir=tmp_path / "d"))
@@ -125,12 +126,25 @@ def test_a_starting_node_ends_only_its_own_interrupted_jobs(tmp_path: Path) -> N
     node_a.close()
     assert node_b.jobs.get(job.uuid).state == "success"
 
-    stuck = Job.new(JobKind.DOWNLOAD, "POST /api/cluster/software/download",
-                    node="swdepot-01", target="http://127.0.0.1:9/p.tgz")
-    node_b.jobs.insert(stuck)  # as if node A had died in the middle of it
-    node_b.close()
+    # a delete of swdepot-01 left running by a dead process of that node, and one that a
+    # live swdepot-02 holds under an unexpired lease
+    mine = Job.new(JobKind.DELETE_PACKAGE, "DELETE /api/cluster/software/packages/9.9.9",
+                   node="swdepot-01", target="9.9.9",
+                   params={"record_id": "gone", "store_key": "packages/gone/p.tgz"})
+    theirs = Job.new(JobKind.DELETE_PACKAGE, "DELETE /api/cluster/software/packages/9.9.8",
+                     node="swdepot-02", target="9.9.8")
+    future = time.time() + 3600
+    node_b.jobs.insert(mine, owner="swdepot-01/99999/dead", lease_until=future)
+    node_b.jobs.insert(theirs, owner=node_b.runner.owner, lease_until=future)
+    for job in (mine, theirs):
+        node_b.jobs.transition(job.uuid, JobState.RUNNING, "running", start_time=time.time())
     restarted_a = Service(Settings(data_dir=tmp_path / "d"))
     restarted_a.start()
-    ended = restarted_a.jobs.get(stuck.uuid)
-    assert ended.state == "failure" and "restarted" in ended.message
+    deadline = time.monotonic() + 10
+    while restarted_a.jobs.get(mine.uuid).state != "success":
+        assert time.monotonic() < deadline, "the dead process's job was not taken over"
+        time.sleep(0.02)
+    assert restarted_a.jobs.get(theirs.uuid).state == "running"  # a live lease is respected
+    assert restarted_a.jobs.get(theirs.uuid).owner == node_b.runner.owner
     restarted_a.close()
+    node_b.close()

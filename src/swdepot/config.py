@@ -90,6 +90,12 @@ class Settings:
     # Jobs
     job_retention_seconds: float = 300.0
     job_workers: int = 4
+    # A job's owner renews its lease every third of this; a job whose lease has run out
+    # (its process hangs, or died on another machine) is taken over by any free worker.
+    job_lease_seconds: float = 15.0
+    # The key download passwords are sealed with in the job rows (sealing.py); default
+    # secrets/job.key in the data directory. Nodes sharing a database share this file.
+    job_key_file: Path | None = None
     # Software update: how long one simulated step takes, and one of `stabilize_minutes`
     update_step_seconds: float = 30.0
     update_minute_seconds: float = 60.0
@@ -114,6 +120,10 @@ class Settings:
         return self.trust_dir or self.data_dir / "trust"
 
     @property
+    def job_key_path(self) -> Path:
+        return self.job_key_file or self.data_dir / "secrets" / "job.key"
+
+    @property
     def tls_dir(self) -> Path:
         return self.data_dir / "tls"
 
@@ -131,7 +141,7 @@ class Settings:
 
 
 _PATH_FIELDS = {"data_dir", "cert_file", "key_file", "admin_password_file", "import_dir",
-                "trust_dir"}
+                "trust_dir", "job_key_file"}
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

@@ -3,8 +3,9 @@
 The request id lives in a context variable: the HTTP layer sets it per request, the
 thread pool that runs blocking calls inherits it, and the job runner copies it into
 the job's thread, so a download's log lines name the request that started it.
-What is logged is chosen so that it never holds a secret: download passwords exist
-only in the running job's closure, URLs are logged in their redacted form, and
+What is logged is chosen so that it never holds a secret: download passwords are
+stored only sealed (``sealing.py``) and never logged, URLs are logged in their redacted
+form, and
 request bodies and the ``Authorization`` header are never logged.
 """
 

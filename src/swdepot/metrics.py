@@ -15,7 +15,7 @@ global one, so tests run many services side by side. Two kinds of figure:
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
@@ -125,17 +125,58 @@ class MeteredJobStore:
         self._lock = threading.Lock()
         self._seen: dict[str, tuple[str, int]] = {}  # uuid -> (kind, bytes counted)
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
+    # --- reads and lease bookkeeping: straight through -----------------------------------
 
-    def insert(self, job: Job, *, exclusive: bool = False) -> None:
-        self._inner.insert(job, exclusive=exclusive)
+    def get(self, uuid: str) -> Job | None:
+        return self._inner.get(uuid)
+
+    def list(self, *, visible_after: float) -> list[Job]:
+        return self._inner.list(visible_after=visible_after)
+
+    def latest(self, kind: JobKind) -> Job | None:
+        return self._inner.latest(kind)
+
+    def active(self, kind: JobKind) -> Job | None:
+        return self._inner.active(kind)
+
+    def purge(self, ended_before: float) -> int:
+        return self._inner.purge(ended_before)
+
+    def claim(self, owner: str, node: str, kinds: Collection[JobKind], now: float,
+              lease_until: float) -> Job | None:
+        job = self._inner.claim(owner, node, kinds, now, lease_until)
+        if job is not None:
+            with self._lock:
+                self._seen.setdefault(job.uuid, (str(job.kind), job.progress.bytes_done))
+        return job
+
+    def renew(self, owner: str, lease_until: float) -> set[str]:
+        return self._inner.renew(owner, lease_until)
+
+    def release(self, uuid: str, owner: str) -> None:
+        self._inner.release(uuid, owner)
+
+    def request_cancel(self, uuid: str) -> bool:
+        return self._inner.request_cancel(uuid)
+
+    def cancel_requests(self, owner: str) -> set[str]:
+        return self._inner.cancel_requests(owner)
+
+    def save_checkpoint(self, uuid: str, owner: str, checkpoint: dict[str, Any]) -> None:
+        self._inner.save_checkpoint(uuid, owner, checkpoint)
+
+    # --- the writes that are counted --------------------------------------------------
+
+    def insert(self, job: Job, *, exclusive: bool = False, owner: str | None = None,
+               lease_until: float | None = None) -> None:
+        self._inner.insert(job, exclusive=exclusive, owner=owner, lease_until=lease_until)
         with self._lock:
             self._seen[job.uuid] = (str(job.kind), 0)
         self._metrics.job_started(job)
 
-    def set_progress(self, uuid: str, message: str | None, progress: Progress) -> None:
-        self._inner.set_progress(uuid, message, progress)
+    def set_progress(self, uuid: str, message: str | None, progress: Progress, *,
+                     owner: str | None = None) -> None:
+        self._inner.set_progress(uuid, message, progress, owner=owner)
         with self._lock:
             kind, counted = self._seen.get(uuid, ("", 0))
             if kind:
@@ -144,9 +185,10 @@ class MeteredJobStore:
             self._metrics.bytes_moved(kind, progress.bytes_done - counted)
 
     def transition(self, uuid: str, state: JobState, message: str, code: int = 0, *,
-                   start_time: float | None = None, end_time: float | None = None) -> None:
+                   start_time: float | None = None, end_time: float | None = None,
+                   owner: str | None = None) -> None:
         self._inner.transition(uuid, state, message, code, start_time=start_time,
-                               end_time=end_time)
+                               end_time=end_time, owner=owner)
         if not state.terminal:
             return
         with self._lock:

@@ -7,6 +7,7 @@ global state: a test can build several, each on its own data directory.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import secrets
 import ssl
@@ -17,7 +18,6 @@ from pathlib import Path
 
 from swdepot.auth import ADMIN, Authenticator, PendingHash, hash_password
 from swdepot.config import Settings
-from swdepot.errors import INTERNAL_ERROR
 from swdepot.jobs.cache import RunningJobCache
 from swdepot.jobs.runner import JobRunner
 from swdepot.loginlimit import LoginLimiter
@@ -34,6 +34,7 @@ from swdepot.persistence.sqlite import (
 )
 from swdepot.repository.repository import Repository
 from swdepot.repository.store import LocalDirStore
+from swdepot.sealing import Sealer
 from swdepot.software.download import DownloadService
 from swdepot.software.ingest import PackageIngest
 from swdepot.software.ingest_process import IngestProcess
@@ -48,8 +49,6 @@ from swdepot.transfer.process import ForkingEngine
 from swdepot.transfer.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
-
-RESTARTED = "The job was interrupted because the service restarted."
 
 
 class Service:
@@ -77,7 +76,8 @@ class Service:
                                              settings.login_failure_window))
         self.repository = open_repository(settings, self.db, owner=settings.node)
         self.metrics.watch(self.jobs, self.repository.catalog)
-        self.runner = JobRunner(self.jobs, workers=settings.job_workers)
+        self.runner = JobRunner(self.jobs, node=settings.node, workers=settings.job_workers,
+                                lease_seconds=settings.job_lease_seconds)
         self.profile = ClusterProfile(
             settings.cluster, SqliteProfileStore(self.db), repository=self.repository,
             runner=self.runner, node=settings.node,
@@ -106,17 +106,17 @@ class Service:
         self.downloads = DownloadService(
             runner=self.runner, jobs=self.jobs, repository=self.repository, ingest=self.ingest,
             engine=engine, node=node, update_in_progress=self.profile.update_in_progress,
-            elsewhere=elsewhere,
+            elsewhere=elsewhere, sealer=Sealer(settings.job_key_path),
         )
         self.uploads = UploadService(
             runner=self.runner, repository=self.repository, ingest=self.ingest, node=node,
             min_free_bytes=settings.min_free_bytes, max_duration=settings.max_duration,
             update_in_progress=self.profile.update_in_progress,
         )
-        self.packages = PackageService(runner=self.runner, jobs=self.jobs,
+        self.packages = PackageService(runner=self.runner,
                                        repository=self.repository, node=node,
                                        in_use=self.profile.package_in_use)
-        self.job_control = JobControl(self.jobs, self.runner)
+        self.job_control = JobControl(self.runner)
         self._stop = threading.Event()
         self._janitor: threading.Thread | None = None
         self._updater: threading.Thread | None = None
@@ -129,15 +129,15 @@ class Service:
         )
 
     def start(self) -> None:
-        """Recover from whatever the last process left behind, then start housekeeping."""
-        now = time.time()
-        failed = (self.downloads.recover_interrupted(now)
-                  + self.packages.recover_interrupted(now)
-                  + self.jobs.fail_active(RESTARTED, INTERNAL_ERROR, now,
-                                          node=self.settings.node))
-        report = self.repository.recover()
-        if failed or any(report.values()):
-            log.warning("recovered after restart: %d interrupted jobs, %s", failed, report)
+        """Clean up what this node's last process left behind, then start the job engine
+        (which takes that process's jobs over at once) and housekeeping."""
+        keep = {handle for job in self.jobs.list(visible_after=math.inf)
+                if not job.state.terminal
+                for handles in job.checkpoint.get("staged", []) for handle in handles}
+        report = self.repository.recover(keep_staging=keep)
+        if any(report.values()):
+            log.warning("recovered after restart: %s", report)
+        self.runner.start_engine()
         self._janitor = threading.Thread(target=self._housekeeping, name="swdepot-janitor",
                                          daemon=True)
         self._janitor.start()

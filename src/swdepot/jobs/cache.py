@@ -6,10 +6,12 @@ poll read the job's row back from the database, the largest part of a poll's own
 Two kinds of rows can be answered from memory without ever being stale:
 
 - *This process's running jobs.* Their rows are written by this process alone, the one
-  that runs them: no other process changes them, and while such a job holds its kind's
-  exclusive slot (a download always does) no other job of that kind can be created
+  that owns them (every write names the owner, and the store refuses an owner whose
+  lease was taken over): no other process changes them, and while such a job holds its
+  kind's exclusive slot (a download always does) no other job of that kind can be created
   anywhere, so it is also the kind's latest job. Each is re-read from the store after
   every write of it, and ``get`` and ``latest`` answer it from memory until it ends.
+  A job inserted for any worker to claim is cached only once this process claims it.
 - *Ended jobs*, anyone's. A job that has ended never changes again; it is only deleted
   once its retention period is over, when the API stops showing it anyway (nodes of one
   cluster share ``job_retention_seconds``). The last few hundred read are kept.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Collection
 from typing import Any
 
 from swdepot.jobs.model import Job, JobKind, JobState, Progress
@@ -42,9 +45,6 @@ class RunningJobCache:
         self._ended: OrderedDict[str, Job] = OrderedDict()  # uuid -> ended job, oldest first
         self._ended_lock = threading.Lock()
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
     def get(self, uuid: str) -> Job | None:
         job = self._running.get(uuid) or self._ended.get(uuid)
         if job is not None:
@@ -53,6 +53,12 @@ class RunningJobCache:
         if job is not None and job.state.terminal:
             self._remember_ended(job)
         return job
+
+    def list(self, *, visible_after: float) -> list[Job]:
+        return self._inner.list(visible_after=visible_after)
+
+    def active(self, kind: JobKind) -> Job | None:
+        return self._inner.active(kind)
 
     def purge(self, ended_before: float) -> int:
         with self._ended_lock:
@@ -66,39 +72,72 @@ class RunningJobCache:
         job = self._running.get(uuid) if uuid is not None else None
         return job if job is not None else self._inner.latest(kind)
 
-    def insert(self, job: Job, *, exclusive: bool = False) -> None:
+    def insert(self, job: Job, *, exclusive: bool = False, owner: str | None = None,
+               lease_until: float | None = None) -> None:
         with self._write:
-            self._inner.insert(job, exclusive=exclusive)
-            if exclusive:
-                self._slots[job.kind] = job.uuid
-            self._reread(job.uuid)
+            self._inner.insert(job, exclusive=exclusive, owner=owner, lease_until=lease_until)
+            if owner is not None:  # ours from the start; else whoever claims it caches it
+                self._own(job.uuid, exclusive, job.kind)
+
+    def claim(self, owner: str, node: str, kinds: Collection[JobKind], now: float,
+              lease_until: float) -> Job | None:
+        with self._write:
+            job = self._inner.claim(owner, node, kinds, now, lease_until)
+            if job is not None:
+                self._own(job.uuid, job.exclusive, job.kind)
+            return job
 
     def transition(self, uuid: str, state: JobState, message: str, code: int = 0, *,
-                   start_time: float | None = None, end_time: float | None = None) -> None:
+                   start_time: float | None = None, end_time: float | None = None,
+                   owner: str | None = None) -> None:
         with self._write:
             try:
                 self._inner.transition(uuid, state, message, code, start_time=start_time,
-                                       end_time=end_time)
+                                       end_time=end_time, owner=owner)
             finally:
                 self._reread(uuid)
 
-    def set_progress(self, uuid: str, message: str | None, progress: Progress) -> None:
+    def set_progress(self, uuid: str, message: str | None, progress: Progress, *,
+                     owner: str | None = None) -> None:
         with self._write:
             try:
-                self._inner.set_progress(uuid, message, progress)
+                self._inner.set_progress(uuid, message, progress, owner=owner)
             finally:
                 self._reread(uuid)
 
-    def fail_active(self, message: str, code: int, now: float, *, node: str) -> int:
+    def save_checkpoint(self, uuid: str, owner: str, checkpoint: dict[str, Any]) -> None:
         with self._write:
             try:
-                return self._inner.fail_active(message, code, now, node=node)
+                self._inner.save_checkpoint(uuid, owner, checkpoint)
             finally:
-                for uuid in list(self._running):
-                    self._reread(uuid)
+                self._reread(uuid)
 
-    def _reread(self, uuid: str) -> None:
-        """Cache the job as the store now holds it, or forget it once it has ended.
+    def renew(self, owner: str, lease_until: float) -> set[str]:
+        held = self._inner.renew(owner, lease_until)
+        with self._write:
+            for uuid in [u for u in self._running if u not in held]:
+                self._reread(uuid)  # taken over (or ended): no longer answered from memory
+        return held
+
+    def release(self, uuid: str, owner: str) -> None:
+        with self._write:
+            self._inner.release(uuid, owner)
+            self._forget(uuid)
+
+    def request_cancel(self, uuid: str) -> bool:
+        return self._inner.request_cancel(uuid)
+
+    def cancel_requests(self, owner: str) -> set[str]:
+        return self._inner.cancel_requests(owner)
+
+    def _own(self, uuid: str, exclusive: bool, kind: JobKind) -> None:
+        if exclusive:
+            self._slots[kind] = uuid
+        self._reread(uuid, owned=True)
+
+    def _reread(self, uuid: str, *, owned: bool = False) -> None:
+        """Cache the job as the store now holds it, or forget it once it has ended or is
+        no longer this process's. ``owned``: it just became ours (insert, claim).
 
         A failed re-read forgets it too: the next poll then asks the store itself.
         """
@@ -106,11 +145,16 @@ class RunningJobCache:
             job = self._inner.get(uuid)
         except Exception:
             job = None
-        if job is not None and not job.state.terminal:
+        mine = owned or (uuid in self._running and job is not None
+                         and job.owner == self._running[uuid].owner)
+        if job is not None and not job.state.terminal and mine:
             self._running[uuid] = job
             return
-        if job is not None:
+        if job is not None and job.state.terminal:
             self._remember_ended(job)
+        self._forget(uuid)
+
+    def _forget(self, uuid: str) -> None:
         self._running.pop(uuid, None)
         for kind, holder in list(self._slots.items()):
             if holder == uuid:

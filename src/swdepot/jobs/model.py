@@ -75,8 +75,18 @@ class Job:
     progress: Progress = field(default_factory=Progress)
     target: str | None = None  # what the job acts on (a URL without secrets, a version)
     # What whoever runs the job (again, after its process died) needs to know: JSON values,
-    # never a secret in clear text. Not part of ONTAP's job object.
+    # never a secret in clear text (``params["secret"]`` holds sealed ones and is wiped
+    # when the job ends). Not part of ONTAP's job object.
     params: dict[str, Any] = field(default_factory=dict, compare=False)
+    # The engine's bookkeeping (jobs/engine.py), not shown to ONTAP clients: the process
+    # that runs the job and until when its lease holds, whether it holds its kind's
+    # exclusive slot, whether a cancel was asked for, and what a process taking it over
+    # may reuse (the checkpoint, written by the owner as the work goes on).
+    owner: str | None = field(default=None, compare=False)
+    lease_until: float | None = field(default=None, compare=False)
+    exclusive: bool = field(default=False, compare=False)
+    cancel_requested: bool = field(default=False, compare=False)
+    checkpoint: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
     def new(cls, kind: JobKind, description: str, *, node: str, target: str | None = None,

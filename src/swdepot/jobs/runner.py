@@ -1,9 +1,29 @@
-"""Runs jobs on worker threads and records every state change in the job store.
+"""The job engine: durable job rows, claimed by workers under a lease, run on threads.
 
-Work functions are plain callables that receive a :class:`JobContext`; they return
-the success message or raise an :class:`~swdepot.errors.OntapError`, whose code and
-message become the job's failure. The store, not this object, is the source of
-truth, so any process can read a job's state.
+Every job is a row in the :class:`~swdepot.jobs.store.JobStore`, which — not this
+object — is the source of truth, so any process can read a job's state. Who may write a
+job's row is decided by the store too:
+
+- **Ownership.** A job is run by one *owner* (this runner: node, pid and a random tag).
+  It owns the job from its insert (work that needs this process's memory: an upload's
+  request body) or from an atomic :meth:`JobStore.claim`. Every write the work makes
+  (state, progress, checkpoint) names the owner; once the job is no longer the owner's,
+  the write raises :class:`~swdepot.jobs.store.LeaseLost` and the work is stopped.
+- **Leases.** The keeper thread renews the lease of every job it owns every
+  ``lease_seconds / 3``. A job whose lease has expired (its process hangs or died
+  elsewhere), or whose owner is a dead earlier process of this node (the node lock
+  proves it: ``nodelock.py``), is claimed again by whichever worker is free — here or in
+  another process — and its kind's registered *handler* takes it over.
+- **Handlers.** :meth:`JobRunner.register` names the work that runs a job of a kind from
+  its row alone (``job.params``, ``job.checkpoint``): a download continues from what it
+  had staged, a delete finishes, and work that cannot be redone (an upload whose client
+  is gone) ends cleanly. A worker only claims the kinds it has handlers for.
+- **Cancel** is a request written to the row (:meth:`JobRunner.cancel`); the owner's
+  keeper reads the requests of its jobs every ``poll_interval`` and stops the work, so a
+  cancel sent to any process reaches the job within a second.
+
+Work functions receive a :class:`JobContext`; they return the success message or raise
+an :class:`~swdepot.errors.OntapError`, whose code and message become the job's failure.
 """
 
 from __future__ import annotations
@@ -12,36 +32,43 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import os
+import secrets
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
 
 from swdepot.errors import OntapError
-from swdepot.jobs.model import Job, JobState, Progress
-from swdepot.jobs.store import JobStore
+from swdepot.jobs.model import Job, JobKind, JobState, Progress
+from swdepot.jobs.store import JobStore, LeaseLost
 
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL = 0.5  # seconds between progress writes: cheap for the store, live for users
+INTERNAL = "Internal error. Contact technical support."
 
-
-class Cancelled(Exception):
-    """Raised inside work when the job was asked to stop."""
+Work = Callable[["JobContext"], str]
 
 
 class JobContext:
-    """What running work may do: report progress and notice cancellation."""
+    """What running work may do: report progress, checkpoint, notice cancellation."""
 
-    def __init__(self, job: Job, store: JobStore, clock: Callable[[], float]) -> None:
+    def __init__(self, job: Job, store: JobStore, clock: Callable[[], float], *,
+                 owner: str | None = None, taken_over: bool = False) -> None:
         self.job = job
+        self.owner = owner
+        self.taken_over = taken_over  # claimed after another process had started it
         self._store = store
         self._clock = clock
         self.cancel_event = threading.Event()
+        self.lease_lost = False
         self._cancel_callbacks: list[Callable[[], None]] = []
         self._cancel_lock = threading.Lock()
         self._last_write = 0.0
-        self._last_bytes = 0
+        self._last_bytes = job.progress.bytes_done if taken_over else 0
         self._last_time = clock()
         self._speed = 0.0
 
@@ -69,10 +96,6 @@ class JobContext:
         for callback in callbacks:
             callback()
 
-    def check_cancelled(self) -> None:
-        if self.cancel_event.is_set():
-            raise Cancelled()
-
     def report(self, message: str | None = None, *, bytes_done: int = 0,
                bytes_total: int | None = None, force: bool = False) -> None:
         """Record progress, at most every :data:`PROGRESS_INTERVAL` unless forced."""
@@ -86,28 +109,94 @@ class JobContext:
         self._last_bytes, self._last_time, self._last_write = bytes_done, now, now
         try:
             self._store.set_progress(self.job.uuid, message,
-                                     Progress(bytes_done, bytes_total, round(self._speed, 1)))
+                                     Progress(bytes_done, bytes_total, round(self._speed, 1)),
+                                     owner=self.owner)
         except Exception:  # progress is advisory: a full or busy store must not fail the job
             log.warning("could not record progress of job %s", self.job.uuid, exc_info=True)
 
+    def checkpoint(self, **changes: Any) -> None:
+        """Record what a process taking this job over may reuse (merged into the last).
+
+        Raises :class:`LeaseLost` (and stops the work) if the job is no longer ours.
+        """
+        merged = {**self.job.checkpoint, **changes}
+        if self.owner is None:
+            self.job = self.job.with_changes(checkpoint=merged)
+            return
+        try:
+            self._store.save_checkpoint(self.job.uuid, self.owner, merged)
+        except LeaseLost:
+            self.lease_lost = True
+            self.cancel()
+            raise
+        self.job = self.job.with_changes(checkpoint=merged)
+
+
+@dataclass(frozen=True)
+class _Handler:
+    work: Work
+    internal_code: int
+
 
 class JobRunner:
-    """A bounded pool of worker threads executing jobs."""
+    """Claims and runs jobs on a bounded pool of worker threads, under leases."""
 
-    def __init__(self, store: JobStore, *, workers: int = 4,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: JobStore, *, node: str = "local", workers: int = 4,
+                 clock: Callable[[], float] = time.time, lease_seconds: float = 15.0,
+                 poll_interval: float = 0.25, claim_interval: float = 1.0) -> None:
         self._store = store
+        self.node = node
+        self.owner = f"{node}/{os.getpid()}/{secrets.token_hex(4)}"
         self._clock = clock
+        self._workers = workers
+        self._lease = lease_seconds
+        self._poll = poll_interval
+        self._claim_every = claim_interval
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="swdepot-job")
+        self._handlers: dict[JobKind, _Handler] = {}
         self._contexts: dict[str, JobContext] = {}
         self._running: dict[str, Future[None]] = {}  # this process's jobs, until they end
         self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._keeper: threading.Thread | None = None
 
-    def start(self, job: Job, work: Callable[[JobContext], str], *, exclusive: bool = False,
+    # --- starting jobs ------------------------------------------------------------------
+
+    def register(self, kind: JobKind, work: Work, *, internal_code: int = 0) -> None:
+        """The work that runs (or takes over) a job of ``kind`` from its row alone."""
+        self._handlers[kind] = _Handler(work, internal_code)
+
+    def submit(self, job: Job, *, exclusive: bool = False) -> None:
+        """Persist a job of a registered kind (raising ``SlotTaken`` if exclusive and
+        busy). A free worker of this process takes it at once, in the same insert;
+        otherwise it waits for any process's free worker to claim it."""
+        handler = self._handlers[job.kind]
+        with self._lock:
+            free = len(self._running) < self._workers and not self._stop.is_set()
+        if not free:
+            self._store.insert(job, exclusive=exclusive)
+            return
+        self._store.insert(job, exclusive=exclusive, owner=self.owner,
+                           lease_until=self._clock() + self._lease)
+        self._run_owned(job.with_changes(owner=self.owner, exclusive=exclusive),
+                        handler.work, handler.internal_code, taken_over=False)
+
+    def start(self, job: Job, work: Work, *, exclusive: bool = False,
               internal_code: int = 0) -> Future[None]:
-        """Persist ``job`` (raising ``SlotTaken`` if exclusive and busy) and run it."""
-        self._store.insert(job, exclusive=exclusive)
-        ctx = JobContext(job, self._store, self._clock)
+        """Persist ``job`` owned by this process and run ``work`` (which may use this
+        process's memory); should the process die, the kind's handler takes it over."""
+        self._store.insert(job, exclusive=exclusive, owner=self.owner,
+                           lease_until=self._clock() + self._lease)
+        return self._run_owned(job.with_changes(owner=self.owner, exclusive=exclusive),
+                               work, internal_code, taken_over=False)
+
+    def _run_owned(self, job: Job, work: Work, internal_code: int, *,
+                   taken_over: bool) -> Future[None]:
+        ctx = JobContext(job, self._store, self._clock, owner=self.owner,
+                         taken_over=taken_over)
+        if job.cancel_requested:
+            ctx.cancel()
         with self._lock:
             self._contexts[job.uuid] = ctx
         # the job's log lines carry the id of the request that started it
@@ -121,34 +210,122 @@ class JobRunner:
     def _forget(self, uuid: str) -> None:
         with self._lock:
             self._running.pop(uuid, None)
+        self._wake.set()  # a worker is free: look for queued work
 
-    def _run(self, ctx: JobContext, work: Callable[[JobContext], str], internal_code: int) -> None:
-        uuid = ctx.job.uuid
+    def _run(self, ctx: JobContext, work: Work, internal_code: int) -> None:
+        uuid, owner = ctx.job.uuid, ctx.owner
         try:
-            self._store.transition(uuid, JobState.RUNNING, ctx.job.message,
-                                   start_time=self._clock())
-            message = work(ctx)
-            self._store.transition(uuid, JobState.SUCCESS, message, 0, end_time=self._clock())
-        except OntapError as exc:
-            self._store.transition(uuid, JobState.FAILURE, exc.message, exc.code,
-                                   end_time=self._clock())
-        except Exception:
-            log.exception("job %s failed unexpectedly", uuid)
-            self._store.transition(uuid, JobState.FAILURE,
-                                   "Internal error. Contact technical support.", internal_code,
-                                   end_time=self._clock())
+            try:
+                if not ctx.taken_over:
+                    self._store.transition(uuid, JobState.RUNNING, ctx.job.message,
+                                           start_time=self._clock(), owner=owner)
+                message = work(ctx)
+                if ctx.lease_lost:
+                    raise LeaseLost(uuid)
+                self._store.transition(uuid, JobState.SUCCESS, message, 0,
+                                       end_time=self._clock(), owner=owner)
+            except LeaseLost:
+                raise
+            except OntapError as exc:
+                if ctx.lease_lost:
+                    raise LeaseLost(uuid) from None
+                self._store.transition(uuid, JobState.FAILURE, exc.message, exc.code,
+                                       end_time=self._clock(), owner=owner)
+            except Exception:
+                if ctx.lease_lost:
+                    raise LeaseLost(uuid) from None
+                log.exception("job %s failed unexpectedly", uuid)
+                self._store.transition(uuid, JobState.FAILURE, INTERNAL, internal_code,
+                                       end_time=self._clock(), owner=owner)
+        except LeaseLost:
+            log.warning("job %s was taken over by another process; this one stopped it", uuid)
         finally:
             with self._lock:
                 self._contexts.pop(uuid, None)
 
+    # --- the keeper: leases, cancel requests, claims ------------------------------------
+
+    def start_engine(self) -> None:
+        """Start the keeper thread: it renews leases, passes on cancel requests and
+        claims jobs nobody runs (a dead predecessor's at once)."""
+        if self._keeper is None:
+            self._keeper = threading.Thread(target=self._keep, name="swdepot-jobs",
+                                            daemon=True)
+            self._keeper.start()
+
+    def _keep(self) -> None:
+        next_renew = next_claim = 0.0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            try:
+                self._pass_on_cancels()
+                if now >= next_renew:
+                    next_renew = now + self._lease / 3
+                    self._renew()
+                if now >= next_claim or self._wake.is_set():
+                    self._wake.clear()
+                    next_claim = now + self._claim_every
+                    self.claim_available()
+            except Exception:  # a busy or failing store: try again on the next round
+                log.warning("job keeper round failed", exc_info=True)
+            self._wake.wait(self._poll)
+
+    def _pass_on_cancels(self) -> None:
+        with self._lock:
+            if not self._contexts:
+                return
+        for uuid in self._store.cancel_requests(self.owner):
+            with self._lock:
+                ctx = self._contexts.get(uuid)
+            if ctx is not None and not ctx.cancelled:
+                log.info("job %s: cancel requested", uuid)
+                ctx.cancel()
+
+    def _renew(self) -> None:
+        """Extend our leases; stop the work of any job that is no longer ours."""
+        held = self._store.renew(self.owner, self._clock() + self._lease)
+        with self._lock:
+            missing = [ctx for uuid, ctx in self._contexts.items() if uuid not in held]
+        for ctx in missing:
+            current = self._store.get(ctx.job.uuid)
+            if current is None or current.state.terminal or current.owner == self.owner:
+                continue  # it just ended, or was inserted after the renewal
+            log.warning("job %s: lease lost to %s; stopping it here", ctx.job.uuid,
+                        current.owner)
+            ctx.lease_lost = True
+            ctx.cancel()
+
+    def claim_available(self) -> int:
+        """Claim and start jobs nobody runs while workers are free; how many."""
+        started = 0
+        kinds = list(self._handlers)
+        while kinds and not self._stop.is_set():
+            with self._lock:
+                if len(self._running) >= self._workers:
+                    break
+            now = self._clock()
+            job = self._store.claim(self.owner, self.node, kinds, now, now + self._lease)
+            if job is None:
+                break
+            handler = self._handlers[job.kind]
+            taken_over = job.state is not JobState.QUEUED
+            if taken_over:
+                log.warning("taking over job %s (%s), left by a process that is gone",
+                            job.uuid, job.kind)
+            self._run_owned(job, handler.work, handler.internal_code, taken_over=taken_over)
+            started += 1
+        return started
+
+    # --- control ------------------------------------------------------------------------
+
     def cancel(self, uuid: str) -> bool:
-        """Ask a job running in this process to stop; False if it is not here."""
+        """Ask a job to stop, whichever process runs it; False if it is not active."""
+        requested = self._store.request_cancel(uuid)
         with self._lock:
             ctx = self._contexts.get(uuid)
-        if ctx is None:
-            return False
-        ctx.cancel()
-        return True
+        if ctx is not None:
+            ctx.cancel()  # ours: at once, not at the keeper's next round
+        return requested or ctx is not None
 
     async def wait(self, uuid: str, timeout: float) -> Job | None:
         """Wait up to ``timeout`` seconds for a job to end, then read it from the store.
@@ -176,7 +353,11 @@ class JobRunner:
             delay = min(delay * 2, 0.1)
 
     def shutdown(self, *, wait: bool = True) -> None:
-        """Cancel running work and stop the workers."""
+        """Stop claiming, cancel running work and stop the workers."""
+        self._stop.set()
+        self._wake.set()
+        if self._keeper is not None:
+            self._keeper.join(timeout=5)
         with self._lock:
             contexts = list(self._contexts.values())
         for ctx in contexts:

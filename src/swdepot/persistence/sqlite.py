@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from swdepot.jobs.model import ACTIVE_STATES, Job, JobKind, JobState, Progress
-from swdepot.jobs.store import SlotTaken
+from swdepot.jobs.store import LeaseLost, SlotTaken
 from swdepot.packages.model import PackageKind
 from swdepot.repository.catalog import DuplicateName, DuplicateVersion, PackageRecord
 from swdepot.software.update import ProfileState
@@ -40,8 +40,13 @@ CREATE TABLE IF NOT EXISTS jobs (
     bytes_total INTEGER,
     speed REAL NOT NULL DEFAULT 0,
     exclusive INTEGER NOT NULL DEFAULT 0,
-    params TEXT NOT NULL DEFAULT '{}'
+    params TEXT NOT NULL DEFAULT '{}',
+    owner TEXT,
+    lease_until REAL,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    checkpoint TEXT NOT NULL DEFAULT '{}'
 );
+CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs(owner) WHERE owner IS NOT NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS one_active_exclusive_job ON jobs(kind)
     WHERE exclusive = 1 AND state IN ('queued', 'running', 'paused');
 CREATE INDEX IF NOT EXISTS jobs_by_end ON jobs(end_time);
@@ -79,7 +84,12 @@ _ACTIVE = tuple(str(s) for s in ACTIVE_STATES)
 # an older swdepot gets them on open; ADD COLUMN with a default rewrites no row.
 MIGRATIONS = (
     ("jobs", "params", "TEXT NOT NULL DEFAULT '{}'"),
+    ("jobs", "owner", "TEXT"),
+    ("jobs", "lease_until", "REAL"),
+    ("jobs", "cancel_requested", "INTEGER NOT NULL DEFAULT 0"),
+    ("jobs", "checkpoint", "TEXT NOT NULL DEFAULT '{}'"),
 )
+_CLAIMABLE = ("queued", "running")  # nothing here pauses; a paused job stays with its owner
 
 
 class Database:
@@ -131,6 +141,11 @@ class Database:
         self._local = threading.local()
 
 
+def _owned_by(owner: str | None) -> tuple[str, tuple[str, ...]]:
+    """The WHERE clause (and its argument) that limits a write to ``owner``'s row."""
+    return ("", ()) if owner is None else (" AND owner = ?", (owner,))
+
+
 def _tables(conn: sqlite3.Connection) -> set[str]:
     return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
@@ -146,7 +161,9 @@ def _job_from_row(row: sqlite3.Row) -> Job:
         created_at=row["created_at"], start_time=row["start_time"], end_time=row["end_time"],
         node=row["node"], target=row["target"],
         progress=Progress(row["bytes_done"], row["bytes_total"], row["speed"]),
-        params=json.loads(row["params"]),
+        params=json.loads(row["params"]), owner=row["owner"], lease_until=row["lease_until"],
+        exclusive=bool(row["exclusive"]), cancel_requested=bool(row["cancel_requested"]),
+        checkpoint=json.loads(row["checkpoint"]),
     )
 
 
@@ -156,16 +173,17 @@ class SqliteJobStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def insert(self, job: Job, *, exclusive: bool = False) -> None:
+    def insert(self, job: Job, *, exclusive: bool = False, owner: str | None = None,
+               lease_until: float | None = None) -> None:
         try:
             with self._db.transaction() as conn:
                 conn.execute(
                     "INSERT INTO jobs (uuid, kind, description, state, message, code, created_at,"
-                    " start_time, end_time, node, target, exclusive, params)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " start_time, end_time, node, target, exclusive, params, owner, lease_until)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (job.uuid, str(job.kind), job.description, str(job.state), job.message,
                      job.code, job.created_at, job.start_time, job.end_time, job.node,
-                     job.target, int(exclusive), json.dumps(job.params)),
+                     job.target, int(exclusive), json.dumps(job.params), owner, lease_until),
                 )
         except sqlite3.IntegrityError as exc:
             raise SlotTaken(job.kind) from exc
@@ -198,6 +216,7 @@ class SqliteJobStore:
     def transition(
         self, uuid: str, state: JobState, message: str, code: int = 0,
         *, start_time: float | None = None, end_time: float | None = None,
+        owner: str | None = None,
     ) -> None:
         sets = ["state = ?", "message = ?", "code = ?"]
         args: list[Any] = [str(state), message, code]
@@ -207,24 +226,82 @@ class SqliteJobStore:
         if end_time is not None:
             sets.append("end_time = ?")
             args.append(end_time)
+        if state.terminal:  # an ended job has no owner, and keeps no secret
+            sets += ["owner = NULL", "lease_until = NULL",
+                     "params = json_remove(params, '$.secret')"]
+        where, guard = _owned_by(owner)
         with self._db.transaction() as conn:
-            conn.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE uuid = ?", (*args, uuid))
+            cur = conn.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE uuid = ?{where}",
+                               (*args, uuid, *guard))
+            if owner is not None and cur.rowcount == 0:
+                raise LeaseLost(uuid)
 
-    def set_progress(self, uuid: str, message: str | None, progress: Progress) -> None:
+    def set_progress(self, uuid: str, message: str | None, progress: Progress, *,
+                     owner: str | None = None) -> None:
+        where, guard = _owned_by(owner)
         with self._db.transaction() as conn:
             conn.execute(
                 "UPDATE jobs SET message = COALESCE(?, message), bytes_done = ?, bytes_total = ?,"
-                f" speed = ? WHERE uuid = ? AND state IN {_ACTIVE}",
-                (message, progress.bytes_done, progress.bytes_total, progress.speed, uuid),
+                f" speed = ? WHERE uuid = ? AND state IN {_ACTIVE}{where}",
+                (message, progress.bytes_done, progress.bytes_total, progress.speed, uuid,
+                 *guard),
             )
 
-    def fail_active(self, message: str, code: int, now: float, *, node: str) -> int:
+    def claim(self, owner: str, node: str, kinds: Collection[JobKind], now: float,
+              lease_until: float) -> Job | None:
+        if not kinds:
+            return None
+        marks = ",".join("?" * len(kinds))
+        query = (f"SELECT uuid FROM jobs WHERE state IN {_CLAIMABLE} AND kind IN ({marks})"
+                 " AND (owner IS NULL OR lease_until IS NULL OR lease_until < ?"
+                 "      OR (node = ? AND owner != ?))"
+                 " ORDER BY created_at LIMIT 1")
+        args = (*(str(k) for k in kinds), now, node, owner)
+        # a plain read first: the keeper asks every second, and nearly always in vain
+        if self._db.connection().execute(query, args).fetchone() is None:
+            return None
+        with self._db.transaction() as conn:  # BEGIN IMMEDIATE: no two claims interleave
+            row = conn.execute(query, args).fetchone()
+            if row is None:
+                return None
+            conn.execute("UPDATE jobs SET owner = ?, node = ?, lease_until = ? WHERE uuid = ?",
+                         (owner, node, lease_until, row["uuid"]))
+            claimed = conn.execute("SELECT * FROM jobs WHERE uuid = ?",
+                                   (row["uuid"],)).fetchone()
+        return _job_from_row(claimed)
+
+    def renew(self, owner: str, lease_until: float) -> set[str]:
+        with self._db.transaction() as conn:
+            conn.execute(f"UPDATE jobs SET lease_until = ? WHERE owner = ? AND state IN {_ACTIVE}",
+                         (lease_until, owner))
+            rows = conn.execute(f"SELECT uuid FROM jobs WHERE owner = ? AND state IN {_ACTIVE}",
+                                (owner,)).fetchall()
+        return {r["uuid"] for r in rows}
+
+    def release(self, uuid: str, owner: str) -> None:
+        with self._db.transaction() as conn:
+            conn.execute("UPDATE jobs SET owner = NULL, lease_until = NULL"
+                         f" WHERE uuid = ? AND owner = ? AND state IN {_ACTIVE}", (uuid, owner))
+
+    def request_cancel(self, uuid: str) -> bool:
+        with self._db.transaction() as conn:
+            cur = conn.execute("UPDATE jobs SET cancel_requested = 1"
+                               f" WHERE uuid = ? AND state IN {_ACTIVE}", (uuid,))
+            return cur.rowcount == 1
+
+    def cancel_requests(self, owner: str) -> set[str]:
+        rows = self._db.connection().execute(
+            "SELECT uuid FROM jobs WHERE owner = ? AND cancel_requested = 1"
+            f" AND state IN {_ACTIVE}", (owner,)).fetchall()
+        return {r["uuid"] for r in rows}
+
+    def save_checkpoint(self, uuid: str, owner: str, checkpoint: dict[str, Any]) -> None:
         with self._db.transaction() as conn:
             cur = conn.execute(
-                f"UPDATE jobs SET state = 'failure', message = ?, code = ?, end_time = ?"
-                f" WHERE state IN {_ACTIVE} AND node = ?", (message, code, now, node),
-            )
-            return cur.rowcount
+                "UPDATE jobs SET checkpoint = ? WHERE uuid = ? AND owner = ?"
+                f" AND state IN {_ACTIVE}", (json.dumps(checkpoint), uuid, owner))
+            if cur.rowcount == 0:
+                raise LeaseLost(uuid)
 
     def purge(self, ended_before: float) -> int:
         with self._db.transaction() as conn:

@@ -134,6 +134,14 @@ class Repository:
         return Staged([store.adopt(handle) for store, handle in zip(self.stores, handles,
                                                                     strict=True)])
 
+    def discard_staged(self, handle_sets: Sequence[Sequence[str]]) -> None:
+        """Remove uploads a process (perhaps one that died) staged: one handle per store,
+        in store order, per set. Ones already gone or never made are skipped."""
+        for handles in handle_sets:
+            for store, handle in zip(self.stores, handles, strict=False):
+                with contextlib.suppress(OSError, ValueError):
+                    store.adopt(handle).abort()
+
     def check_name_free(self, file_name: str) -> None:
         """Refuse early, before any byte moves, when the file name is taken."""
         existing = self.catalog.by_file_name(file_name)

@@ -3,14 +3,13 @@
 The request is validated synchronously (URL, duplicates, one download at a time,
 no update running) as ONTAP does before it creates a job. The job then streams the
 package into both node stores while it is hashed and inspected, and publishes it.
-The server password lives only in the job's closure, for as long as the job runs.
+The server password is kept in the job's row only sealed, and wiped when the job ends.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +28,7 @@ from swdepot.jobs.runner import JobContext, JobRunner
 from swdepot.jobs.store import JobStore, SlotTaken
 from swdepot.repository.catalog import PackageRecord
 from swdepot.repository.repository import Repository
+from swdepot.sealing import SealBroken, Sealer
 from swdepot.software.ingest import IntakeRunner, PackageIngest
 from swdepot.transfer.engine import Engine
 from swdepot.transfer.url import Credentials, DownloadUrl, parse_download_url
@@ -40,7 +40,7 @@ IN_PROGRESS = "Package download in progress"
 ALREADY_RUNNING = "Software get operation already in progress."
 COMPLETED = "Package download completed."
 RESTARTED = ("Package download failed: the download was interrupted because the service "
-             "restarted. Start it again.")
+             "restarted. Start it again.")  # a job row without a URL: only from old versions
 
 
 @dataclass(frozen=True)
@@ -68,10 +68,16 @@ class DownloadStatus:
 
 
 class DownloadService:
-    """Starts package downloads and answers for their status."""
+    """Starts package downloads and answers for their status.
+
+    A download is a durable job: its row holds the URL, the user name and the password
+    sealed (``sealing.py``), so that whichever process claims it — this one at once,
+    another if this one has no free worker, or the one that takes it over after its
+    process died — can run it from the row alone.
+    """
 
     def __init__(self, *, runner: JobRunner, jobs: JobStore, repository: Repository,
-                 ingest: PackageIngest, engine: Engine, node: str,
+                 ingest: PackageIngest, engine: Engine, node: str, sealer: Sealer,
                  update_in_progress: Callable[[], bool] = lambda: False,
                  elsewhere: IntakeRunner | None = None) -> None:
         """``elsewhere``: where the intake runs (a process of its own), if not on the
@@ -82,8 +88,10 @@ class DownloadService:
         self._ingest = ingest
         self._engine = engine
         self._node = node
+        self._sealer = sealer
         self._update_in_progress = update_in_progress
         self._elsewhere = elsewhere
+        runner.register(JobKind.DOWNLOAD, self._run, internal_code=DOWNLOAD_INTERNAL)
 
     def start(self, raw_url: str, username: str | None = None,
               password: str | None = None) -> Job:
@@ -99,16 +107,31 @@ class DownloadService:
             raise already_running()
         self._repository.check_name_free(url.file_name)
         job = Job.new(JobKind.DOWNLOAD, DESCRIPTION, node=self._node, target=url.url)
-        job = job.with_changes(message=IN_PROGRESS)
+        params: dict[str, Any] = {"url": url.url, "username": credentials.username}
+        if credentials.password is not None:
+            params["secret"] = self._sealer.seal(credentials.password, job.uuid)
+        job = job.with_changes(message=IN_PROGRESS, params=params)
         try:
-            self._runner.start(job, lambda ctx: self._run(ctx, url, credentials),
-                               exclusive=True, internal_code=DOWNLOAD_INTERNAL)
+            self._runner.submit(job, exclusive=True)
         except SlotTaken:
             raise already_running() from None
         return job
 
-    def _run(self, ctx: JobContext, url: DownloadUrl, credentials: Credentials) -> str:
-        """The job body: transfer, inspect and publish in one pass over the bytes."""
+    def _run(self, ctx: JobContext) -> str:
+        """The job body: transfer, inspect and publish in one pass over the bytes.
+
+        Taken over from a process that died, it first looks at what that process got
+        done: a package it published means success; blobs it committed without
+        recording them are removed; then it downloads again.
+        """
+        job = ctx.job
+        url, credentials = self._source(job)
+        if ctx.taken_over:
+            if self._published_by(job) is not None:
+                return "success"
+            self._discard_unpublished(job)
+            self._discard_staged(job)
+            log.info("download job %s taken over: starting %s again", job.uuid, url.url)
         record = self._ingest.receive(
             ctx, url.file_name,
             lambda sink, control: self._engine.fetch(url, credentials, sink, control),
@@ -117,25 +140,25 @@ class DownloadService:
                  record.version, record.size, record.sha256)
         return "success"
 
-    def recover_interrupted(self, now: float) -> int:
-        """After a restart: end download jobs this node's last process left active.
+    def _source(self, job: Job) -> tuple[DownloadUrl, Credentials]:
+        """The URL and the credentials, from the job's row."""
+        raw = job.params.get("url") or job.target
+        if not isinstance(raw, str):
+            raise OntapError(DOWNLOAD_FAILED, RESTARTED)
+        url, _ = parse_download_url(raw)
+        sealed = job.params.get("secret")
+        try:
+            password = self._sealer.open(sealed, job.uuid) if isinstance(sealed, str) else None
+        except SealBroken:
+            raise OntapError(DOWNLOAD_FAILED, "Package download failed: the stored password "
+                             "of this job cannot be read with this node's job key. Start "
+                             "the download again.") from None
+        username = job.params.get("username")
+        return url, Credentials(username if isinstance(username, str) else None, password)
 
-        A job whose package made it into the catalog (it died after publishing, before
-        recording success) succeeded; any other was interrupted and failed.
-        """
-        ended = 0
-        for job in self._jobs.list(visible_after=math.inf):
-            if job.kind is not JobKind.DOWNLOAD or job.state.terminal or job.node != self._node:
-                continue
-            record = self._published_by(job)
-            if record is not None:
-                self._jobs.transition(job.uuid, JobState.SUCCESS, "success", 0, end_time=now)
-            else:
-                self._discard_unpublished(job)
-                self._jobs.transition(job.uuid, JobState.FAILURE, RESTARTED, DOWNLOAD_FAILED,
-                                      end_time=now)
-            ended += 1
-        return ended
+    def _discard_staged(self, job: Job) -> None:
+        """The uploads the dead process had staged (their handles are in the checkpoint)."""
+        self._repository.discard_staged(job.checkpoint.get("staged", []))
 
     def _discard_unpublished(self, job: Job) -> None:
         """Blobs the dead process committed under the job's name but never recorded."""

@@ -71,10 +71,15 @@ class _OnThisThread:
         self._ctx = ctx
 
     def opened(self, staged: Staged) -> None:
-        pass
+        record_staged(self._ctx, [u.handle for u in staged.uploads])
 
     def transferred(self, size: int) -> None:
         self._ctx.report(PROCESSING, bytes_done=size, bytes_total=size, force=True)
+
+
+def record_staged(ctx: JobContext, handles: list[str]) -> None:
+    """Checkpoint where the job stages its bytes, so whoever takes it over finds them."""
+    ctx.checkpoint(staged=[*ctx.job.checkpoint.get("staged", []), handles])
 
 
 class IntakeRunner(Protocol):

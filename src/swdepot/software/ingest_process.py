@@ -22,7 +22,6 @@ byte is in), ``E`` JSON (the end: the intake, an ONTAP error, or cancelled).
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import json
 import logging
@@ -39,7 +38,13 @@ from swdepot.jobs.runner import JobContext
 from swdepot.packages.model import PackageInfo, PackageKind
 from swdepot.priority import lower_this_thread
 from swdepot.repository.repository import Repository, Staged
-from swdepot.software.ingest import PROCESSING, Intake, IntakeEvents, JobControl
+from swdepot.software.ingest import (
+    PROCESSING,
+    Intake,
+    IntakeEvents,
+    JobControl,
+    record_staged,
+)
 from swdepot.transfer.control import Control, ControlPage, ending, failed, raise_ending
 
 log = logging.getLogger(__name__)
@@ -96,6 +101,7 @@ class _Waiter:
         for kind, body in forked.messages(self._sock, self._relay, every=_POLL_SECONDS):
             if kind == _OPENED:
                 self._opened.append(json.loads(body))
+                record_staged(self._ctx, self._opened[-1])
             elif kind == _TRANSFERRED:
                 size = int(body)
                 self._ctx.report(PROCESSING, bytes_done=size, bytes_total=size, force=True)
@@ -121,10 +127,7 @@ class _Waiter:
 
     def _discard_opened(self) -> None:
         """The child died: remove what it staged (what it removed itself is gone already)."""
-        for handles in self._opened:
-            for store, handle in zip(self._repository.stores, handles, strict=False):
-                with contextlib.suppress(OSError, ValueError):
-                    store.adopt(handle).abort()
+        self._repository.discard_staged(self._opened)
 
 
 # --- child -----------------------------------------------------------------------------

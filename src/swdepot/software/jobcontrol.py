@@ -1,7 +1,8 @@
 """``PATCH /api/cluster/jobs/{uuid}?action=…``: what a client may do to a running job.
 
-Only package transfers (downloads and uploads) can be canceled: the transfer stops
-and its staged data is removed, and the job ends as ``failure`` (ONTAP: "after a
+Only package transfers (downloads and uploads) can be canceled: the request is written
+to the job's row, whichever process runs the job stops the transfer within a second
+(``jobs/runner.py``) and removes its staged data, and the job ends as ``failure`` (ONTAP: "after a
 successful cancel request the job state changes to either success or failure").
 No job here can be paused, so ``pause`` is 458783 and ``resume`` 458776.
 """
@@ -17,7 +18,6 @@ from swdepot.errors import (
 )
 from swdepot.jobs.model import Job, JobKind, JobState
 from swdepot.jobs.runner import JobRunner
-from swdepot.jobs.store import JobStore
 
 JOB_CANCEL_UNSUPPORTED = 458784
 CANCELABLE = (JobKind.DOWNLOAD, JobKind.UPLOAD)
@@ -26,8 +26,7 @@ CANCELABLE = (JobKind.DOWNLOAD, JobKind.UPLOAD)
 class JobControl:
     """Applies ``cancel``/``pause``/``resume`` to a job, with ONTAP's refusals."""
 
-    def __init__(self, jobs: JobStore, runner: JobRunner) -> None:
-        self._jobs = jobs
+    def __init__(self, runner: JobRunner) -> None:
         self._runner = runner
 
     def act(self, job: Job | None, action: str) -> None:
@@ -45,11 +44,5 @@ class JobControl:
             raise Conflict(JOB_CANCEL_UNSUPPORTED, "This job does not support cancel.",
                            target="action")
         if not self._runner.cancel(job.uuid):
-            # [decision] jobs run in the process that started them; a job this process
-            # does not run has just ended, or belongs to another node
-            latest = self._jobs.get(job.uuid)
-            if latest is not None and latest.state.terminal:
-                raise Conflict(JOB_TERMINAL, "Job is already in a terminal state.",
-                               target="uuid")
-            raise Conflict(JOB_CANCEL_UNSUPPORTED, "This job runs in another swdepot process "
-                           "and cannot be canceled from here.", target="action")
+            # it ended between the read above and the request
+            raise Conflict(JOB_TERMINAL, "Job is already in a terminal state.", target="uuid")

@@ -6,7 +6,6 @@ files are stored too but are not listed here.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 from swdepot.errors import (
@@ -15,11 +14,11 @@ from swdepot.errors import (
     REPOSITORY_EMPTY,
     Conflict,
     NotFound,
+    OntapError,
     entry_not_found,
 )
-from swdepot.jobs.model import Job, JobKind, JobState
+from swdepot.jobs.model import Job, JobKind
 from swdepot.jobs.runner import JobContext, JobRunner
-from swdepot.jobs.store import JobStore
 from swdepot.repository.catalog import PackageRecord
 from swdepot.repository.repository import Repository
 
@@ -31,13 +30,13 @@ DELETE_RESTARTED = ("The package delete was interrupted because the service rest
 class PackageService:
     """Lists, reads and deletes packages; deletion runs as a job."""
 
-    def __init__(self, *, runner: JobRunner, jobs: JobStore, repository: Repository, node: str,
+    def __init__(self, *, runner: JobRunner, repository: Repository, node: str,
                  in_use: Callable[[str], bool] = lambda version: False) -> None:
         self._runner = runner
-        self._jobs = jobs
         self._repository = repository
         self._node = node
         self._in_use = in_use
+        runner.register(JobKind.DELETE_PACKAGE, self._run, internal_code=INTERNAL_ERROR)
 
     def list(self) -> list[PackageRecord]:
         return self._repository.images()
@@ -64,32 +63,19 @@ class PackageService:
         job = Job.new(JobKind.DELETE_PACKAGE, f"DELETE /api/cluster/software/packages/{version}",
                       node=self._node, target=version,
                       params={"record_id": record.id, "store_key": record.store_key})
-        self._runner.start(job, lambda ctx: self._run(ctx, record))
+        self._runner.submit(job)
         return job
 
-    def _run(self, _ctx: JobContext, record: PackageRecord) -> str:
-        self._repository.delete(record)
+    def _run(self, ctx: JobContext) -> str:
+        """Unlist the package, then remove its copies; whoever takes the job over after
+        its process died finishes the same way (each step is idempotent)."""
+        record_id, key = ctx.job.params.get("record_id"), ctx.job.params.get("store_key")
+        record = next((r for r in self._repository.catalog.all() if r.id == record_id), None)
+        if record is not None:
+            self._repository.delete(record)
+        elif isinstance(key, str):
+            self._repository.remove_blobs(key)  # unlisted already: finish removing copies
+        elif ctx.job.target is not None and self._repository.catalog.by_version(
+                ctx.job.target) is not None:  # a row of an older version: no key kept
+            raise OntapError(INTERNAL_ERROR, DELETE_RESTARTED)
         return "success"
-
-    def recover_interrupted(self, now: float) -> int:
-        """After a restart: end delete jobs this node's last process left active.
-
-        Deleting hides the record first, so a job whose package is no longer listed did
-        its visible work (recovery removes any blob left behind); otherwise the package
-        is still whole and listed, and the job failed.
-        """
-        ended = 0
-        for job in self._jobs.list(visible_after=math.inf):
-            if (job.kind is not JobKind.DELETE_PACKAGE or job.state.terminal
-                    or job.node != self._node):
-                continue
-            if job.target is not None and self._repository.catalog.by_version(job.target) is None:
-                key = job.params.get("store_key")
-                if isinstance(key, str):  # the blobs the dead process had yet to remove
-                    self._repository.remove_blobs(key)
-                self._jobs.transition(job.uuid, JobState.SUCCESS, "success", 0, end_time=now)
-            else:
-                self._jobs.transition(job.uuid, JobState.FAILURE, DELETE_RESTARTED,
-                                      INTERNAL_ERROR, end_time=now)
-            ended += 1
-        return ended

@@ -20,6 +20,7 @@ from typing import Any
 
 from swdepot.config import ClusterIdentity
 from swdepot.errors import (
+    INTERNAL_ERROR,
     PACKAGE_NOT_IN_REPOSITORY,
     REPOSITORY_EMPTY,
     UPDATE_IN_PROGRESS,
@@ -60,6 +61,16 @@ INVALID_VALUE = 262185
 SAVE_ATTEMPTS = 20
 
 
+RESTARTED = "The job was interrupted because the service restarted."
+
+
+def _taken_over(_ctx: JobContext) -> str:
+    """A validate/update/action job whose process died before it ended. Its effect is one
+    compare-and-set of the profile: either it happened (the profile shows it) or not;
+    the job cannot tell which from its row, so it fails and the client looks again."""
+    raise OntapError(INTERNAL_ERROR, RESTARTED)
+
+
 def version_parts(version: str) -> dict[str, Any]:
     """``9.16.1P3`` → generation 9, major 16, minor 1 (ONTAP's naming of the parts)."""
     generation, major, minor, _, _ = version_key(version)
@@ -79,6 +90,7 @@ class ClusterProfile:
         self._store = store
         self._repository = repository
         self._runner = runner
+        runner.register(JobKind.SOFTWARE, _taken_over, internal_code=INTERNAL_ERROR)
         self._pace = pace
         self._node = node or identity.nodes[0]
         self._clock = clock

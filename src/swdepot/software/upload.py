@@ -98,6 +98,7 @@ class UploadService:
         self._min_free = min_free_bytes
         self._max_duration = max_duration
         self._update_in_progress = update_in_progress
+        runner.register(JobKind.UPLOAD, self._taken_over, internal_code=UPLOAD_INTERNAL)
 
     def check_request(self, content_length: int | None) -> None:
         """What can be refused before any byte is read: an update running, no room."""
@@ -154,6 +155,19 @@ class UploadService:
         log.info("uploaded %s (%s %s, %d bytes, sha256 %s)", name, record.kind, record.version,
                  record.size, record.sha256)
         return "success"
+
+    def _taken_over(self, ctx: JobContext) -> str:
+        """An upload whose process died: its bytes came from that process's client, which
+        is gone with it. Published already, it succeeded; else it fails and nothing of it
+        stays (blobs committed under its name, staged copies)."""
+        job = ctx.job
+        if any(r.id == job.uuid for r in self._repository.catalog.all()):
+            return "success"
+        if job.target is not None:
+            self._repository.discard_unrecorded(job.uuid, job.target)
+        self._repository.discard_staged(job.checkpoint.get("staged", []))
+        raise interrupted("the upload was interrupted because the service process receiving "
+                          "it ended; send the file again")
 
     def _drain(self, ctx: JobContext, intake: UploadIntake, sink: PackageSink) -> None:
         while chunk := intake.channel.read(READ_CHUNK):
