@@ -11,12 +11,14 @@ from swdepot.packages.build import build_package
 
 
 def make_package(directory: Path, file_name: str, version: str, *, size: int = 64 * 1024,
-                 signing_key: Path | None = None) -> Path:
-    """A valid swdepot package (manifest + one payload file) at ``directory/file_name``."""
+                 signing_key: Path | None = None, seed: int | None = None) -> Path:
+    """A valid swdepot package (manifest + one payload file) at ``directory/file_name``;
+    its payload is the same for the same version, unless another ``seed`` is given."""
     source = directory.parent / f"src-{file_name}"
     (source / "bin").mkdir(parents=True, exist_ok=True)
     # incompressible, so the package is about ``size`` bytes on the wire
-    (source / "bin" / "payload.bin").write_bytes(random.Random(version).randbytes(size))
+    payload = random.Random(version if seed is None else seed).randbytes(size)
+    (source / "bin" / "payload.bin").write_bytes(payload)
     (source / "README").write_text(f"package {version}\n")
     return build_package(source, directory / file_name, version=version, signing_key=signing_key)
 

@@ -51,7 +51,7 @@ with warnings.catch_warnings():
     # pyftpdlib imports the stdlib asyncore/asynchat, which warn on every test run (3.11).
     warnings.simplefilter("ignore", DeprecationWarning)
     from pyftpdlib.authorizers import DummyAuthorizer
-    from pyftpdlib.handlers import FTPHandler
+    from pyftpdlib.handlers import FTPHandler, ThrottledDTPHandler
     from pyftpdlib.ioloop import IOLoop
     from pyftpdlib.servers import FTPServer
 
@@ -759,7 +759,9 @@ class FTPTestServer:
         username: str = FTP_USERNAME,
         password: str = FTP_PASSWORD,
         anonymous: bool = True,
+        send_limit: int | None = None,
     ) -> None:
+        """``send_limit``: bytes per second each data connection sends at most."""
         self.root = Path(root)
         self.username = username
         self.password = password
@@ -804,6 +806,9 @@ class FTPTestServer:
                 "banner": "swdepot test ftpd ready.",
                 "push_dtp_data": push_dtp_data,
                 "ftp_SIZE": ftp_SIZE,
+                **({"dtp_handler": type("_ThrottledDTP", (ThrottledDTPHandler,),
+                                        {"write_limit": send_limit})}
+                   if send_limit else {}),
             },
         )
         self._ioloop = IOLoop()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import filecmp
+import hashlib
 import time
+from pathlib import Path
 
 from pkgfactory import make_package
-from servers import Fault
+from servers import Fault, FTPTestServer
 from service import ServiceProcess, free_port
 
 DOWNLOAD = "/api/cluster/software/download"
@@ -40,3 +43,98 @@ def test_a_cancel_sent_to_one_process_stops_the_download_another_runs(
     finally:
         other.stop()
         runs.session.close()
+
+
+def _staged(data_dir: Path) -> list[Path]:
+    return sorted((data_dir / "store").rglob("*.part"))
+
+
+def _kill_at(service: ServiceProcess, api, uuid: str, fraction: float, size: int) -> None:
+    deadline = time.monotonic() + 60
+    while api.get(f"/api/cluster/jobs/{uuid}").json().get("state") != "running" or \
+            api.get(DOWNLOAD).json().get("bytes_done", 0) < fraction * size:
+        assert time.monotonic() < deadline, "transfer made no progress"
+        time.sleep(0.05)
+    api.session.close()
+    service.kill()
+
+
+def _assert_stored_once(api, data_dir: Path, pkg: Path) -> None:
+    record = api.get("/api/cluster/software/packages/9.15.1?fields=sha256").json()
+    assert record["sha256"] == hashlib.sha256(pkg.read_bytes()).hexdigest()
+    copies = [p for p in (data_dir / "store").rglob(pkg.name)]
+    assert len(copies) == 2
+    assert all(filecmp.cmp(c, pkg, shallow=False) for c in copies)
+    assert _staged(data_dir) == []
+
+
+def test_a_download_killed_at_40_percent_continues_from_its_staged_bytes(
+        service_process, http_server_noauth, content_dir):
+    """SIGKILL of the whole service (its intake and transfer children die with it); the
+    restarted service takes the job over and asks only for the rest, with ``Range`` and
+    ``If-Range`` carrying the first response's validator."""
+    size = 50 << 20
+    pkg = make_package(content_dir, "big.tgz", "9.15.1", size=size)
+    http_server_noauth.faults["/big.tgz"] = Fault("trickle", bytes_per_second=10 << 20)
+    api = service_process.start()
+    uuid = api.post(DOWNLOAD, json={"url": http_server_noauth.url("big.tgz")}
+                    ).json()["job"]["uuid"]
+    _kill_at(service_process, api, uuid, 0.4, size)
+    staged = _staged(service_process.data_dir)
+    assert len(staged) == 2
+    resume_at = min(p.stat().st_size for p in staged) // (1 << 20) * (1 << 20)
+    assert resume_at >= 8 << 20
+
+    http_server_noauth.faults.clear()
+    api = service_process.start()
+    job = api.wait_job(uuid, timeout=60)
+    assert job["state"] == "success", job
+    ranges = [r for r in http_server_noauth.requests_for("/big.tgz") if r.header("Range")]
+    assert len(ranges) == 1, [r.headers for r in http_server_noauth.requests_for("/big.tgz")]
+    assert ranges[0].header("Range") == f"bytes={resume_at}-"
+    assert ranges[0].header("If-Range")  # the first response's ETag or Last-Modified
+    assert ranges[0].status == 206
+    _assert_stored_once(api, service_process.data_dir, pkg)
+    api.session.close()
+
+
+def test_an_ftp_download_killed_mid_transfer_continues_with_rest(
+        service_process, content_dir, import_dir):
+    size = 24 << 20
+    pkg = make_package(content_dir, "big.tgz", "9.15.1", size=size)
+    with FTPTestServer(content_dir, send_limit=4 << 20) as ftp:
+        api = service_process.start()
+        uuid = api.post(DOWNLOAD, json={"url": ftp.url("big.tgz")}).json()["job"]["uuid"]
+        _kill_at(service_process, api, uuid, 0.4, size)
+        staged = _staged(service_process.data_dir)
+        resume_at = min(p.stat().st_size for p in staged) // (1 << 20) * (1 << 20)
+        assert resume_at > 0
+        api = service_process.start()
+        job = api.wait_job(uuid, timeout=60)
+        assert job["state"] == "success", job
+        assert ftp.retr_offsets == [0, resume_at]  # the rest only, from where staging ended
+        _assert_stored_once(api, service_process.data_dir, pkg)
+        api.session.close()
+
+
+def test_a_download_whose_file_changed_while_its_process_was_dead_starts_over(
+        service_process, http_server_noauth, content_dir):
+    """The validator no longer matches: the server answers 200 to the If-Range request,
+    and the taken-over download keeps nothing of the old bytes."""
+    size = 16 << 20
+    make_package(content_dir, "big.tgz", "9.15.1", size=size)
+    http_server_noauth.faults["/big.tgz"] = Fault("trickle", bytes_per_second=4 << 20)
+    api = service_process.start()
+    uuid = api.post(DOWNLOAD, json={"url": http_server_noauth.url("big.tgz")}
+                    ).json()["job"]["uuid"]
+    _kill_at(service_process, api, uuid, 0.4, size)
+    http_server_noauth.faults.clear()
+    time.sleep(1.1)  # a new Last-Modified second
+    new = make_package(content_dir, "big.tgz", "9.15.1", size=size, seed=7)
+    api = service_process.start()
+    job = api.wait_job(uuid, timeout=60)
+    assert job["state"] == "success", job
+    asked = [r for r in http_server_noauth.requests_for("/big.tgz") if r.header("If-Range")]
+    assert [r.status for r in asked] == [200]  # "not the same file": the whole new one
+    _assert_stored_once(api, service_process.data_dir, new)
+    api.session.close()

@@ -142,6 +142,30 @@ class Repository:
                 with contextlib.suppress(OSError, ValueError):
                     store.adopt(handle).abort()
 
+    def staged_length(self, handles: Sequence[str]) -> int:
+        """How many bytes every store's staged upload holds at least (0 if any is gone)."""
+        if len(handles) != len(self.stores):
+            return 0
+        try:
+            return min(store.staged_size(h) for store, h in zip(self.stores, handles,
+                                                                 strict=True))
+        except (OSError, ValueError):
+            return 0
+
+    def resume_staged(self, handles: Sequence[str], length: int) -> Staged:
+        """The uploads a process that is gone staged, each cut to ``length`` bytes and
+        ready to be written on."""
+        if len(handles) != len(self.stores):
+            raise ValueError(f"{len(handles)} upload handles for {len(self.stores)} stores")
+        uploads: list[Upload] = []
+        try:
+            for store, handle in zip(self.stores, handles, strict=True):
+                uploads.append(store.resume(handle, length))
+        except BaseException:
+            Staged(uploads).abort()  # cannot continue: a fresh start needs none of them
+            raise
+        return Staged(uploads)
+
     def check_name_free(self, file_name: str) -> None:
         """Refuse early, before any byte moves, when the file name is taken."""
         existing = self.catalog.by_file_name(file_name)

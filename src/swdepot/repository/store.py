@@ -63,6 +63,13 @@ class Upload(Protocol):
         """After :meth:`flush`: let go of the staged bytes without removing them, for
         another process to adopt."""
 
+    @property
+    def size(self) -> int:
+        """How many bytes are staged."""
+
+    def read_staged(self, length: int) -> Iterator[bytes]:
+        """The first ``length`` staged bytes, in pieces (to replay them into a hash)."""
+
 
 class BlobStore(Protocol):
     name: str
@@ -72,6 +79,13 @@ class BlobStore(Protocol):
     def adopt(self, handle: str) -> Upload:
         """The upload another process staged and flushed under ``handle``: ready to be
         committed or aborted here. Raises ValueError for a handle this store never made."""
+
+    def resume(self, handle: str, length: int) -> Upload:
+        """The upload a process that is gone staged under ``handle``, cut to its first
+        ``length`` bytes, to be written on from there (a taken-over download)."""
+
+    def staged_size(self, handle: str) -> int:
+        """How many bytes are staged under ``handle``; ValueError if there is no such."""
 
     def open(self, key: str) -> BinaryIO: ...
 
@@ -115,20 +129,27 @@ class _LocalUpload:
     writeback (:func:`_start_writeback`).
     """
 
-    def __init__(self, root: Path, name: str, *, adopted: bool = False) -> None:
-        """A new staging file ``name`` (``owner/hex.part``), or with ``adopted`` the
-        flushed one another process wrote under that name."""
+    def __init__(self, root: Path, name: str, *, adopted: bool = False,
+                 resume_at: int | None = None) -> None:
+        """A new staging file ``name`` (``owner/hex.part``); with ``adopted`` the flushed
+        one another process wrote under that name; with ``resume_at`` that one cut to
+        its first ``resume_at`` bytes, to be written on (direct where aligned)."""
         self._root = root
         self._path = root / STAGING / name
-        name_given = adopted
-        flags = os.O_WRONLY | os.O_CLOEXEC | (0 if name_given else os.O_CREAT | os.O_EXCL)
+        name_given = adopted and resume_at is None
+        flags = os.O_WRONLY | os.O_CLOEXEC | (0 if adopted else os.O_CREAT | os.O_EXCL)
         self._fd: int | None = os.open(self._path, flags, 0o644)
-        self._size = os.fstat(self._fd).st_size if name_given else 0
+        self._size = os.fstat(self._fd).st_size if adopted else 0
         self._flushed = 0  # buffered mode: bytes whose writeback has been started
         self._buffer: mmap.mmap | None = None
         self._pending = 0  # direct mode: bytes in the buffer not yet written in full blocks
         self._durable = name_given  # adopted: flushed by the process that wrote it
-        if not name_given and _enable_direct(self._fd):
+        if resume_at is not None:
+            os.ftruncate(self._fd, resume_at)
+            os.lseek(self._fd, resume_at, os.SEEK_SET)
+            self._size = self._flushed = resume_at
+        if not name_given and (resume_at or 0) % DIRECT_ALIGN == 0 \
+                and _enable_direct(self._fd):
             self._buffer = mmap.mmap(-1, DIRECT_BUFFER)  # page-aligned by construction
 
     @property
@@ -141,6 +162,19 @@ class _LocalUpload:
             os.close(self._fd)
             self._fd = None
         self._release_buffer()
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def read_staged(self, length: int) -> Iterator[bytes]:
+        with self._path.open("rb") as fh:
+            left = length
+            while left > 0 and (block := fh.read(min(left, 1 << 20))):
+                left -= len(block)
+                yield block
+        if left > 0:
+            raise OSError(errno.EIO, f"{self.handle} holds fewer than {length} bytes")
 
     def write(self, chunk: bytes | memoryview) -> None:
         """Append all of ``chunk``; raises OSError (ENOSPC, EIO...) if the store cannot.
@@ -250,12 +284,23 @@ class LocalDirStore:
         return _LocalUpload(self.root, f"{self._own}/{uuid.uuid4().hex}{_PART}")
 
     def adopt(self, handle: str) -> _LocalUpload:
+        self._check_handle(handle)
+        return _LocalUpload(self.root, handle, adopted=True)
+
+    def resume(self, handle: str, length: int) -> _LocalUpload:
+        self._check_handle(handle)
+        return _LocalUpload(self.root, handle, adopted=True, resume_at=length)
+
+    def staged_size(self, handle: str) -> int:
+        self._check_handle(handle)
+        return (self.root / STAGING / handle).stat().st_size
+
+    def _check_handle(self, handle: str) -> None:
         # an owner's directory and a staging file's name, never a path of any other shape
         if not _HANDLE.fullmatch(handle) or handle.startswith(".."):
             raise ValueError(f"not an upload handle of this store: {handle!r}")
         if not (self.root / STAGING / handle).is_file():
             raise ValueError(f"no staged upload {handle!r} in this store")
-        return _LocalUpload(self.root, handle, adopted=True)
 
     def open(self, key: str) -> BinaryIO:
         return self._path(key).open("rb")

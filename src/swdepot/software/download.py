@@ -25,12 +25,14 @@ from swdepot.errors import (
 )
 from swdepot.jobs.model import Job, JobKind, JobState
 from swdepot.jobs.runner import JobContext, JobRunner
-from swdepot.jobs.store import JobStore, SlotTaken
+from swdepot.jobs.store import JobStore, LeaseLost, SlotTaken
 from swdepot.repository.catalog import PackageRecord
 from swdepot.repository.repository import Repository
 from swdepot.sealing import SealBroken, Sealer
-from swdepot.software.ingest import IntakeRunner, PackageIngest
+from swdepot.software.ingest import IntakeRunner, PackageIngest, ResumePoint
+from swdepot.transfer.control import Validator
 from swdepot.transfer.engine import Engine
+from swdepot.transfer.sink import BLOCK_SIZE
 from swdepot.transfer.url import Credentials, DownloadUrl, parse_download_url
 
 log = logging.getLogger(__name__)
@@ -126,16 +128,27 @@ class DownloadService:
         """
         job = ctx.job
         url, credentials = self._source(job)
+        resume: ResumePoint | None = None
+        known: Validator | None = None
         if ctx.taken_over:
             if self._published_by(job) is not None:
                 return "success"
             self._discard_unpublished(job)
-            self._discard_staged(job)
-            log.info("download job %s taken over: starting %s again", job.uuid, url.url)
-        record = self._ingest.receive(
-            ctx, url.file_name,
-            lambda sink, control: self._engine.fetch(url, credentials, sink, control),
-            elsewhere=self._elsewhere)
+            resume, known = self._resume_point(job, url)
+            log.info("download job %s taken over: %s %s", job.uuid,
+                     f"continuing from byte {resume.length} of" if resume else "starting again",
+                     url.url)
+        try:
+            record = self._ingest.receive(
+                ctx, url.file_name,
+                lambda sink, control: self._engine.fetch(url, credentials, sink, control,
+                                                         known=known),
+                elsewhere=self._elsewhere, resume=resume)
+        except LeaseLost:
+            raise  # another process runs it now, from these very staged bytes
+        except BaseException:
+            self._discard_staged(ctx.job)  # whatever a dead intake left is of no use now
+            raise
         log.info("downloaded %s (%s %s, %d bytes, sha256 %s)", url.url, record.kind,
                  record.version, record.size, record.sha256)
         return "success"
@@ -155,6 +168,26 @@ class DownloadService:
                              "the download again.") from None
         username = job.params.get("username")
         return url, Credentials(username if isinstance(username, str) else None, password)
+
+    def _resume_point(self, job: Job, url: DownloadUrl
+                      ) -> tuple[ResumePoint | None, Validator | None]:
+        """What of the dead process's transfer can be continued, by the same rules as a
+        retry: the latest staged uploads, cut to a whole number of blocks that every
+        copy holds, and the validator of the response they came from (HTTP needs one it
+        can send as ``If-Range``; FTP compares SIZE and MDTM; FILE starts over). Every
+        other staged upload is removed."""
+        sets = [list(h) for h in job.checkpoint.get("staged", []) if isinstance(h, list)]
+        known = Validator.from_json(job.checkpoint.get("validator"))
+        latest = sets.pop() if sets else None
+        self._repository.discard_staged(sets)
+        if latest is None:
+            return None, None
+        length = self._repository.staged_length(latest) // BLOCK_SIZE * BLOCK_SIZE
+        provable = known is not None and (url.scheme == "ftp" or known.if_range() is not None)
+        if length == 0 or url.scheme == "file" or not provable:
+            self._repository.discard_staged([latest])
+            return None, None
+        return ResumePoint(tuple(latest), length), known
 
     def _discard_staged(self, job: Job) -> None:
         """The uploads the dead process had staged (their handles are in the checkpoint)."""

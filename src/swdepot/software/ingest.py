@@ -12,6 +12,7 @@ record that makes the package visible, always happens here in the service.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -22,12 +23,23 @@ from swdepot.packages.inspect import PackageInspector
 from swdepot.packages.model import PackageInfo, ValidationPolicy
 from swdepot.repository.catalog import PackageRecord
 from swdepot.repository.repository import Repository, Staged
-from swdepot.transfer.control import Control
-from swdepot.transfer.sink import PackageSink
+from swdepot.transfer.control import Control, Validator
+from swdepot.transfer.sink import CopiesDiffer, PackageSink
+
+log = logging.getLogger(__name__)
 
 PROCESSING = "Package processing in progress"
 
 Feed = Callable[[PackageSink, Control], None]
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Bytes a process that died had staged and a taker-over continues from: the
+    uploads' handles (one per store) and how many bytes every one of them holds."""
+
+    handles: tuple[str, ...]
+    length: int
 
 
 @dataclass(frozen=True)
@@ -63,6 +75,9 @@ class JobControl:
     def progress(self, done: int, total: int | None) -> None:
         self._ctx.report(bytes_done=done, bytes_total=total)
 
+    def source_identified(self, validator: Validator) -> None:
+        record_validator(self._ctx, validator)
+
 
 class _OnThisThread:
     """The events of an intake on the job's own thread: straight into the job."""
@@ -78,8 +93,17 @@ class _OnThisThread:
 
 
 def record_staged(ctx: JobContext, handles: list[str]) -> None:
-    """Checkpoint where the job stages its bytes, so whoever takes it over finds them."""
-    ctx.checkpoint(staged=[*ctx.job.checkpoint.get("staged", []), handles])
+    """Checkpoint where the job stages its bytes, so whoever takes it over finds them.
+
+    New uploads hold bytes of a response still to come: the validator of an earlier
+    one does not vouch for them, so it is cleared until the next one is recorded.
+    """
+    ctx.checkpoint(staged=[*ctx.job.checkpoint.get("staged", []), handles], validator=None)
+
+
+def record_validator(ctx: JobContext, validator: Validator) -> None:
+    """Checkpoint what identifies the file the staged bytes come from."""
+    ctx.checkpoint(validator=validator.to_json())
 
 
 class IntakeRunner(Protocol):
@@ -102,16 +126,19 @@ class PackageIngest:
         return self._max_bytes
 
     def receive(self, ctx: JobContext, file_name: str, feed: Feed, *,
-                elsewhere: IntakeRunner | None = None) -> PackageRecord:
+                elsewhere: IntakeRunner | None = None,
+                resume: ResumePoint | None = None) -> PackageRecord:
         """Run ``feed`` to write the bytes, then publish; nothing stays behind on failure.
 
         With ``elsewhere`` the intake runs there (``feed`` must not need this process).
-        The trusted keys are read per package, so operators can add keys without a restart.
+        With ``resume`` the staged bytes are kept and ``feed`` continues after them (or,
+        if the copies turn out to differ, the intake starts from zero). The trusted keys
+        are read per package, so operators can add keys without a restart.
         """
         policy = self._policy()
 
         def take(control: Control, events: IntakeEvents) -> Intake:
-            return self._take(file_name, policy, feed, control, events)
+            return self._take(file_name, policy, feed, control, events, resume)
 
         if elsewhere is None:
             intake = take(JobControl(ctx), _OnThisThread(ctx))
@@ -127,7 +154,7 @@ class PackageIngest:
         return record
 
     def _take(self, file_name: str, policy: ValidationPolicy, feed: Feed, control: Control,
-              events: IntakeEvents) -> Intake:
+              events: IntakeEvents, resume: ResumePoint | None) -> Intake:
         """Stage, transfer, hash and inspect; flushed when it returns, gone if it raises."""
 
         def open_uploads() -> Staged:
@@ -135,8 +162,26 @@ class PackageIngest:
             events.opened(staged)
             return staged
 
-        sink = PackageSink(lambda: open_uploads().uploads,
-                           lambda: PackageInspector(file_name, policy), self._max_bytes)
+        def new_sink(continued: Staged | None = None) -> PackageSink:
+            return PackageSink(lambda: open_uploads().uploads,
+                               lambda: PackageInspector(file_name, policy), self._max_bytes,
+                               resume=continued.uploads if continued else None)
+
+        sink = None
+        if resume is not None:
+            try:
+                continued = self._repository.resume_staged(resume.handles, resume.length)
+            except (OSError, ValueError) as exc:
+                log.warning("cannot continue the staged copies (%s); starting again", exc)
+            else:
+                try:
+                    sink = new_sink(continued)
+                    log.info("continuing %s from byte %d", file_name, sink.bytes_written)
+                except (CopiesDiffer, OSError) as exc:
+                    log.warning("cannot continue the staged copies (%s); starting again", exc)
+                    continued.abort()
+        if sink is None:
+            sink = new_sink()
         try:
             feed(sink, control)
             events.transferred(sink.bytes_written)

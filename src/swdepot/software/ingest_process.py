@@ -44,8 +44,18 @@ from swdepot.software.ingest import (
     IntakeEvents,
     JobControl,
     record_staged,
+    record_validator,
 )
-from swdepot.transfer.control import Control, ControlPage, ending, failed, raise_ending
+from swdepot.transfer.control import (
+    IDENTIFIED,
+    Control,
+    ControlPage,
+    ForwardingControl,
+    Validator,
+    ending,
+    failed,
+    raise_ending,
+)
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +112,10 @@ class _Waiter:
             if kind == _OPENED:
                 self._opened.append(json.loads(body))
                 record_staged(self._ctx, self._opened[-1])
+            elif kind == IDENTIFIED:
+                validator = Validator.from_json(json.loads(body))
+                if validator is not None:
+                    record_validator(self._ctx, validator)
             elif kind == _TRANSFERRED:
                 size = int(body)
                 self._ctx.report(PROCESSING, bytes_done=size, bytes_total=size, force=True)
@@ -146,7 +160,7 @@ def _child(take: Take, page: ControlPage, sock: socket.socket,
         forked.forward_logs(sock)
         result: dict[str, Any]
         try:
-            intake = take(page, _Messages(sock))
+            intake = take(ForwardingControl(page, sock), _Messages(sock))
             for upload in intake.staged.uploads:
                 upload.detach()
             result = {"handles": [u.handle for u in intake.staged.uploads],

@@ -3,14 +3,52 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import mmap
+import socket
 import struct
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from swdepot.errors import DOWNLOAD_FAILED, DOWNLOAD_TIME_LIMIT, OntapError
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass
+class Validator:
+    """What identifies the file the kept bytes came from (from the first full response):
+    HTTP's ETag, Last-Modified and length; FTP's MDTM (as ``last_modified``) and SIZE."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+    total: int | None = None
+
+    def if_range(self) -> str | None:
+        """The ``If-Range`` value: a strong ETag, else Last-Modified; None if neither."""
+        if self.etag and not self.etag.startswith("W/"):
+            return self.etag
+        return self.last_modified
+
+    def same_file(self, other: Validator) -> bool:
+        """False when any validator both responses carry differs."""
+        pairs = ((self.etag, other.etag), (self.last_modified, other.last_modified),
+                 (self.total, other.total))
+        return all(a == b for a, b in pairs if a is not None and b is not None)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, value: Any) -> Validator | None:
+        """The validator a checkpoint holds; None for anything that is not one."""
+        if not isinstance(value, dict):
+            return None
+        etag, modified, total = value.get("etag"), value.get("last_modified"), value.get("total")
+        return cls(etag if isinstance(etag, str) else None,
+                   modified if isinstance(modified, str) else None,
+                   total if isinstance(total, int) else None)
 
 
 class Control(Protocol):
@@ -20,6 +58,10 @@ class Control(Protocol):
     def cancelled(self) -> bool: ...
 
     def progress(self, done: int, total: int | None) -> None: ...
+
+    def source_identified(self, validator: Validator) -> None:
+        """The first response named the file the bytes come from: whoever continues the
+        transfer later (after this process died) must find the same file."""
 
 
 class ControlPage:
@@ -62,6 +104,28 @@ class Cancelled(OntapError):
 
     def __init__(self) -> None:
         super().__init__(DOWNLOAD_FAILED, "Package download failed: the download was canceled.")
+
+
+IDENTIFIED = b"V"  # a forked helper's message: JSON of the Validator just seen
+
+
+class ForwardingControl:
+    """A forked helper's Control: cancel and progress through its shared page, the
+    source's validator as an ``IDENTIFIED`` message to the parent."""
+
+    def __init__(self, page: ControlPage, sock: socket.socket) -> None:
+        self._page = page
+        self._sock = sock
+
+    @property
+    def cancelled(self) -> bool:
+        return self._page.cancelled
+
+    def progress(self, done: int, total: int | None) -> None:
+        self._page.progress(done, total)
+
+    def source_identified(self, validator: Validator) -> None:
+        self._sock.send(IDENTIFIED + json.dumps(validator.to_json()).encode())
 
 
 def ending(exc: OntapError) -> dict[str, Any]:

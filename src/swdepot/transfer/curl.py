@@ -18,6 +18,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from swdepot.transfer.control import (
     Network,
     RestartNeeded,
     Transient,
+    Validator,
     address_allowed,
     failed,
 )
@@ -68,31 +70,17 @@ class CurlOptions:
 
 
 @dataclass
-class Validator:
-    """What identifies the file the kept bytes came from (from the first full response)."""
-
-    etag: str | None = None
-    last_modified: str | None = None
-    total: int | None = None
-
-    def if_range(self) -> str | None:
-        """The ``If-Range`` value: a strong ETag, else Last-Modified; None if neither."""
-        if self.etag and not self.etag.startswith("W/"):
-            return self.etag
-        return self.last_modified
-
-    def same_file(self, other: Validator) -> bool:
-        """False when any validator both responses carry differs."""
-        pairs = ((self.etag, other.etag), (self.last_modified, other.last_modified),
-                 (self.total, other.total))
-        return all(a == b for a, b in pairs if a is not None and b is not None)
-
-
-@dataclass
 class ResumeState:
-    """Carried across the attempts of one transfer."""
+    """Carried across the attempts of one transfer (and, through the job's checkpoint,
+    into a transfer that takes over from a process that died)."""
 
     validator: Validator | None = None
+    identified: Callable[[Validator], None] | None = None  # told of each first response
+
+    def identify(self, seen: Validator) -> None:
+        self.validator = seen
+        if self.identified is not None:
+            self.identified(seen)
 
 
 @dataclass
@@ -291,7 +279,7 @@ def _accept_http_response(sink: BlockGatherer, resume: ResumeState, exchange: _E
         if exchange.status == 206:  # never asked for a range: do not trust this answer
             raise RestartNeeded("the server answered a partial response to a full request")
         seen.total = length
-        resume.validator = seen
+        resume.identify(seen)
         sink.check_expected_size(length)
         return
     if exchange.status != 206:
@@ -323,7 +311,7 @@ def _accept_ftp_transfer(sink: BlockGatherer, resume: ResumeState, exchange: _Ex
     seen = Validator(last_modified=exchange.headers.get("mdtm"),
                      total=_int(exchange.headers.get("size")))
     if exchange.offset == 0:
-        resume.validator = seen
+        resume.identify(seen)
     elif resume.validator is None or not resume.validator.same_file(seen):
         raise RestartNeeded("the file changed on the server during the transfer")
     sink.check_expected_size(seen.total)

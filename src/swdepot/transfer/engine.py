@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
-from swdepot.transfer.control import Control
+from swdepot.transfer.control import Control, Validator
 from swdepot.transfer.curl import CurlFetcher, CurlOptions, ResumeState
 from swdepot.transfer.file import FileFetcher
 from swdepot.transfer.retry import Retrier, RetryPolicy
@@ -21,7 +21,9 @@ class Engine(Protocol):
     """Anything that fetches a URL into a sink: this engine, or it run in a child process."""
 
     def fetch(self, url: DownloadUrl, credentials: Credentials, sink: BlockGatherer,
-              control: Control) -> None: ...
+              control: Control, *, known: Validator | None = None) -> None:
+        """Fetch from ``sink.bytes_written`` on; ``known``: what identified the file when
+        those bytes were fetched (a taken-over transfer), or None."""
 
 
 class TransferEngine:
@@ -34,11 +36,13 @@ class TransferEngine:
         self._retrier = Retrier(retry or RetryPolicy(), max_duration)
 
     def fetch(self, url: DownloadUrl, credentials: Credentials, sink: BlockGatherer,
-              control: Control) -> None:
+              control: Control, *, known: Validator | None = None) -> None:
         if url.scheme == "file":
+            if sink.bytes_written:
+                sink.rewind()  # a local copy is quick: nothing to prove, start over
             self._file.fetch(url, sink, control)
             return
-        resume = ResumeState()
+        resume = ResumeState(known, identified=control.source_identified)
         self._retrier.run(
             lambda time_left: self._curl.attempt(url, credentials, sink, control, resume,
                                                  time_left),

@@ -14,7 +14,8 @@ holds only the URL, the credentials and its ring.
 The child is a forked helper as ``swdepot/forked.py`` describes (detached, logging
 through the parent, ending with ``os._exit``). Messages besides that module's ``L`` and
 ``X``, child to parent: ``B`` slot, length (a filled block); ``R`` (the transfer must
-start again from zero); ``E`` JSON (the end: success, an ONTAP error, or cancelled).
+start again from zero); ``V`` JSON (the validator of the file, from the first response);
+``E`` JSON (the end: success, an ONTAP error, or cancelled).
 Parent to child: ``F`` slot, generation (a slot is free again); ``W`` (rewound: every
 slot is free, a new generation starts).
 The ring's last page is a :class:`~swdepot.transfer.control.ControlPage`: its stop flag
@@ -39,9 +40,12 @@ from swdepot import forked
 from swdepot.errors import DOWNLOAD_FAILED, OntapError
 from swdepot.priority import lower_this_thread
 from swdepot.transfer.control import (
+    IDENTIFIED,
     Cancelled,
     Control,
     ControlPage,
+    ForwardingControl,
+    Validator,
     ending,
     failed,
     raise_ending,
@@ -66,7 +70,7 @@ class ForkingEngine:
         self._nice = nice  # the child's CPU priority (swdepot/priority.py)
 
     def fetch(self, url: DownloadUrl, credentials: Credentials, sink: PackageSink,
-              control: Control) -> None:
+              control: Control, *, known: Validator | None = None) -> None:
         """Stream ``url`` into ``sink``; raises the ONTAP error that ended the transfer."""
         ring = mmap.mmap(-1, _CONTROL + mmap.PAGESIZE, flags=mmap.MAP_SHARED)
         page = ControlPage(ring, _CONTROL)
@@ -75,8 +79,8 @@ class ForkingEngine:
             pid = os.fork()
             if pid == 0:  # pragma: no cover - the child's coverage is not collected
                 ours.close()
-                _child(self._engine, url, credentials, sink.bytes_written, sink.max_bytes,
-                       ring, page, theirs, self._nice)
+                _child(self._engine, url, credentials, known, sink.bytes_written,
+                       sink.max_bytes, ring, page, theirs, self._nice)
             theirs.close()
             try:
                 _Pump(ring, page, ours, sink, control).run()
@@ -112,6 +116,10 @@ class _Pump:
                     self._take_block(*_SLOT.unpack(body))
                 elif kind == b"R":
                     self._rewind()
+                elif kind == IDENTIFIED:
+                    validator = Validator.from_json(json.loads(body))
+                    if validator is not None:
+                        self._control.source_identified(validator)
                 elif kind == b"E":
                     forked.say_goodbye(self._sock)
                     self._end(json.loads(body))
@@ -165,8 +173,9 @@ class _Pump:
 # --- child -----------------------------------------------------------------------------
 
 
-def _child(engine: Engine, url: DownloadUrl, credentials: Credentials, offset: int,
-           max_bytes: int, ring: mmap.mmap, page: ControlPage, sock: socket.socket,
+def _child(engine: Engine, url: DownloadUrl, credentials: Credentials,
+           known: Validator | None, offset: int, max_bytes: int, ring: mmap.mmap,
+           page: ControlPage, sock: socket.socket,
            nice: int) -> None:  # pragma: no cover
     """The child's whole life: fetch into the ring, report how it ended, exit."""
     status = 1
@@ -178,7 +187,7 @@ def _child(engine: Engine, url: DownloadUrl, credentials: Credentials, offset: i
         sink = _RingSink(ring, page, sock, offset, max_bytes)
         result: dict[str, Any] = {"ok": True}
         try:
-            engine.fetch(url, credentials, sink, page)
+            engine.fetch(url, credentials, sink, ForwardingControl(page, sock), known=known)
             sink.flush()
         except OntapError as exc:
             result = ending(exc)

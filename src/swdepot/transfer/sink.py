@@ -24,7 +24,7 @@ import mmap
 import queue
 import threading
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from swdepot.errors import DOWNLOAD_FAILED, OntapError
 from swdepot.repository.repository import placement_failed
@@ -53,6 +53,12 @@ class TooLarge(OntapError):
     def __init__(self, limit: int) -> None:
         super().__init__(DOWNLOAD_FAILED, "Package download failed: the package is larger than "
                          f"the configured maximum of {limit} bytes.")
+
+
+def _hash_into(upload: Upload, length: int, digest: Any) -> None:
+    with contextlib.suppress(OSError):  # a short copy hashes short, and so differs
+        for piece in upload.read_staged(length):
+            digest.update(piece)
 
 
 def _write_failed(exc: OSError) -> OntapError:
@@ -241,6 +247,10 @@ class BlockGatherer:
         raise NotImplementedError
 
 
+class CopiesDiffer(Exception):
+    """Staged copies to continue from do not hold the same bytes: start from zero."""
+
+
 class PackageSink(BlockGatherer):
     """A write target for protocol clients; raises to stop a transfer early.
 
@@ -248,17 +258,25 @@ class PackageSink(BlockGatherer):
     validation; both are called once now and again on every :meth:`rewind`. Call
     :meth:`finish` after the last chunk (before publishing) and :meth:`abort` when the
     transfer fails, so the copy thread always ends.
+
+    ``resume``: uploads a process that died had staged (one per store, each cut to the
+    same length): the sink starts with them instead of new ones, and replays their bytes
+    through the sha256 and the inspector, so that the hash and the validation of the
+    whole package are as if it had arrived in one go; ``bytes_written`` is then where
+    the transfer continues. Raises :class:`CopiesDiffer` (and leaves the uploads to the
+    caller) when the copies' bytes differ.
     """
 
     def __init__(self, open_uploads: Callable[[], Sequence[Upload]],
-                 new_inspector: Callable[[], Inspector], max_bytes: int) -> None:
+                 new_inspector: Callable[[], Inspector], max_bytes: int, *,
+                 resume: Sequence[Upload] | None = None) -> None:
         super().__init__(max_bytes)
         self._open_uploads = open_uploads
         self._new_inspector = new_inspector
-        self._begin()
+        self._begin(resume)
 
-    def _begin(self) -> None:
-        self.uploads: Sequence[Upload] = self._open_uploads()
+    def _begin(self, resume: Sequence[Upload] | None = None) -> None:
+        self.uploads: Sequence[Upload] = resume if resume else self._open_uploads()
         if not self.uploads:
             raise ValueError("a sink needs at least one upload")
         self.inspector: Inspector = self._new_inspector()
@@ -271,6 +289,36 @@ class PackageSink(BlockGatherer):
             self._pool.put(_Block(mmap.mmap(-1, BLOCK_SIZE), self._recycle))
         self._block: _Block | None = None  # the pooled block being filled
         self._restart(0)
+        if resume:
+            try:
+                self._restart(self._replay(resume))
+            except BaseException:
+                for worker in self._workers:
+                    worker.abort()
+                self.inspector.abort()
+                raise
+
+    def _replay(self, uploads: Sequence[Upload]) -> int:
+        """Hash and inspect the staged bytes again; check every copy holds the same."""
+        length = uploads[0].size
+        if any(upload.size != length for upload in uploads):
+            raise CopiesDiffer("the staged copies differ in length")
+        others = [hashlib.sha256() for _ in uploads[1:]]
+        threads = [threading.Thread(target=_hash_into, args=(u, length, d), daemon=True)
+                   for u, d in zip(uploads[1:], others, strict=True)]
+        for thread in threads:
+            thread.start()
+        try:
+            for piece in uploads[0].read_staged(length):
+                self._check()
+                self._digest.update(piece)
+                self.inspector.feed(piece)
+        finally:
+            for thread in threads:
+                thread.join()
+        if any(d.hexdigest() != self._digest.hexdigest() for d in others):
+            raise CopiesDiffer("the staged copies hold different bytes")
+        return length
 
     def write_block(self, view: memoryview, release: Callable[[], None]) -> None:
         """Take a block filled elsewhere (a transfer process's shared memory), uncopied.
