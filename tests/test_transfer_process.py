@@ -12,6 +12,7 @@ and the in-thread engine still works.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import signal
 import time
@@ -124,25 +125,60 @@ def test_a_killed_transfer_process_fails_the_job_and_keeps_nothing(swdepot, http
     assert swdepot.api.download(http_server_noauth.url("after.tgz"))["state"] == "success"
 
 
-def test_a_killed_intake_process_fails_the_job_and_the_service_removes_its_staging(
+def test_a_killed_intake_process_is_replaced_and_continues_from_its_staged_bytes(
         swdepot, http_server_noauth, content_dir):
-    uuid = _start_slow_download(swdepot.api, http_server_noauth, content_dir, "gone.tgz",
-                                "9.18.4")
+    """The intake (the download's worker process) is SIGKILLed: the job's thread starts
+    a new one, which continues from what the first had staged and checkpointed."""
+    pkg = make_package(content_dir, "gone.tgz", "9.18.4", size=3 << 20)
+    http_server_noauth.faults["/gone.tgz"] = Fault("trickle", bytes_per_second=1 << 20)
+    uuid = swdepot.api.post("/api/cluster/software/download",
+                            json={"url": http_server_noauth.url("gone.tgz")}
+                            ).json()["job"]["uuid"]
     intake = _wait_for_child()
     transfer = _wait_for_child(intake)
     deadline = time.monotonic() + 20
-    while len(_staged(swdepot)) < 2:
-        assert time.monotonic() < deadline, "nothing was staged"
+    while swdepot.api.get("/api/cluster/software/download").json().get("bytes_done", 0) \
+            < (3 << 20) // 2:
+        assert time.monotonic() < deadline, "the transfer made no progress"
         time.sleep(0.02)
     os.kill(intake, signal.SIGKILL)
-    job = swdepot.api.wait_job(uuid)
-    assert job["state"] == "failure"
-    assert "the download process ended unexpectedly" in job["message"]
-    assert _staged(swdepot) == []  # what the dead intake had opened, thrown away
     deadline = time.monotonic() + 10  # the transfer dies with its parent
     while _alive(transfer):
         assert time.monotonic() < deadline, "the transfer outlived the intake"
         time.sleep(0.02)
+    http_server_noauth.faults.clear()
+    job = swdepot.api.wait_job(uuid)
+    assert job["state"] == "success", job
+    ranges = [r.header("Range") for r in http_server_noauth.requests_for("/gone.tgz")]
+    assert len(ranges) == 2 and ranges[0] is None, ranges
+    resumed_at = int(ranges[1].removeprefix("bytes=").removesuffix("-"))
+    assert resumed_at > 0 and resumed_at % (1 << 20) == 0  # the rest only, whole MiBs kept
+    record = swdepot.api.get("/api/cluster/software/packages/9.18.4?fields=sha256").json()
+    assert record["sha256"] == hashlib.sha256(pkg.read_bytes()).hexdigest()
+    assert _staged(swdepot) == []
+    assert _children(os.getpid()) == []
+
+
+def test_an_intake_process_killed_again_and_again_fails_the_job_and_leaves_nothing(
+        swdepot, http_server_noauth, content_dir):
+    uuid = _start_slow_download(swdepot.api, http_server_noauth, content_dir, "gone.tgz",
+                                "9.18.4")
+    killed: set[int] = set()
+    while len(killed) <= 2:  # the first intake and both of its replacements
+        intake = _wait_for_child()
+        if intake in killed or not _alive(intake):
+            time.sleep(0.02)
+            continue
+        deadline = time.monotonic() + 20
+        while len(_staged(swdepot)) < 2:
+            assert time.monotonic() < deadline, "nothing was staged"
+            time.sleep(0.02)
+        os.kill(intake, signal.SIGKILL)
+        killed.add(intake)
+    job = swdepot.api.wait_job(uuid)
+    assert job["state"] == "failure"
+    assert "the download process ended unexpectedly" in job["message"]
+    assert _staged(swdepot) == []  # what the dead intakes had staged, thrown away
     assert swdepot.api.get("/api/cluster/software/packages").json()["num_records"] == 0
     make_package(content_dir, "after.tgz", "9.18.3")
     assert swdepot.api.download(http_server_noauth.url("after.tgz"))["state"] == "success"

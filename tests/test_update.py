@@ -184,3 +184,35 @@ def test_update_state_survives_a_restart(settings, start_service, http_server_no
     done = second.api.wait_software("completed", "failed")
     assert done["state"] == "completed"
     assert node_versions(second.api) == {n: "9.17.1" for n in NODES}
+
+
+def test_an_update_across_two_processes_does_each_steps_work_once(
+        settings, start_service, http_server_noauth, content_dir):
+    """Both processes tick the update; only the holder of its lease does a step's work
+    (re-reading and hashing the copies), so each step is worked once, not once each."""
+    from collections import Counter
+
+    from service import free_port
+
+    first = start_service(settings)
+    second = start_service(settings, port=free_port(), node_name="swdepot-02")
+    worked: Counter[tuple[str, str, str]] = Counter()
+    for svc, who in ((first, "first"), (second, "second")):
+        profile = svc.service.profile
+        original = profile._step_work
+
+        def counting(update, step, state, original=original, who=who):
+            worked[(step.name, step.node or "", who)] += 1
+            return original(update, step, state)
+
+        profile._step_work = counting
+    make_package(content_dir, "9.17.1.tgz", "9.17.1", size=4096)
+    assert first.api.download(http_server_noauth.url("9.17.1.tgz"))["state"] == "success"
+    response = second.api.patch(SOFTWARE + "?skip_warnings=true", json={"version": "9.17.1"})
+    assert second.api.wait_job(response.json()["job"]["uuid"])["state"] == "success"
+    done = first.api.wait_software("completed", "failed", "paused_on_error")
+    assert done["state"] == "completed", done
+    per_step = Counter((name, node) for name, node, _who in worked.elements())
+    assert per_step and all(count == 1 for count in per_step.values()), worked
+    assert len({who for _name, _node, who in worked}) == 1  # one process held the lease
+    assert len(per_step) == len(done["status_details"])

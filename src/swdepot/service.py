@@ -28,6 +28,7 @@ from swdepot.packages.model import ValidationPolicy
 from swdepot.persistence.sqlite import (
     Database,
     SqliteJobStore,
+    SqliteLeases,
     SqlitePackageCatalog,
     SqliteProfileStore,
     SqliteUserStore,
@@ -82,6 +83,7 @@ class Service:
             settings.cluster, SqliteProfileStore(self.db), repository=self.repository,
             runner=self.runner, node=settings.node,
             pace=Pace(settings.update_step_seconds, settings.update_minute_seconds),
+            leases=SqliteLeases(self.db), lease_seconds=settings.job_lease_seconds,
         )
         node = settings.node
         engine: Engine = TransferEngine(

@@ -71,6 +71,12 @@ CREATE TABLE IF NOT EXISTS cluster_profile (
     doc TEXT NOT NULL,
     revision INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    node TEXT NOT NULL,
+    until REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS users (
     name TEXT PRIMARY KEY,
     password_hash TEXT NOT NULL,
@@ -423,3 +429,25 @@ class SqliteProfileStore:
                 cur = conn.execute("UPDATE cluster_profile SET doc = ?, revision = revision + 1"
                                    " WHERE id = 1 AND revision = ?", (doc, revision))
             return cur.rowcount == 1
+
+
+class SqliteLeases:
+    """:class:`swdepot.leases.Leases` on SQLite: one row per lease name."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def acquire(self, name: str, holder: str, node: str, now: float, until: float) -> bool:
+        with self._db.transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO leases (name, holder, node, until) VALUES (?,?,?,?)"
+                " ON CONFLICT(name) DO UPDATE SET holder = excluded.holder,"
+                " node = excluded.node, until = excluded.until"
+                " WHERE leases.holder = excluded.holder OR leases.until < ?"
+                " OR leases.node = excluded.node",
+                (name, holder, node, until, now))
+            return cur.rowcount == 1
+
+    def release(self, name: str, holder: str) -> None:
+        with self._db.transaction() as conn:
+            conn.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder))

@@ -9,6 +9,7 @@ The server password is kept in the job's row only sealed, and wiped when the job
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,9 +31,10 @@ from swdepot.repository.catalog import PackageRecord
 from swdepot.repository.repository import Repository
 from swdepot.sealing import SealBroken, Sealer
 from swdepot.software.ingest import IntakeRunner, PackageIngest, ResumePoint
-from swdepot.transfer.control import Validator
+from swdepot.software.ingest_process import IntakeLost
+from swdepot.transfer.control import Control, Validator
 from swdepot.transfer.engine import Engine
-from swdepot.transfer.sink import BLOCK_SIZE
+from swdepot.transfer.sink import BLOCK_SIZE, PackageSink
 from swdepot.transfer.url import Credentials, DownloadUrl, parse_download_url
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,7 @@ DESCRIPTION = "POST /api/cluster/software/download"
 IN_PROGRESS = "Package download in progress"
 ALREADY_RUNNING = "Software get operation already in progress."
 COMPLETED = "Package download completed."
+INTAKE_RESTARTS = 2  # new intake processes for one job whose intake died
 RESTARTED = ("Package download failed: the download was interrupted because the service "
              "restarted. Start it again.")  # a job row without a URL: only from old versions
 
@@ -138,20 +141,36 @@ class DownloadService:
             log.info("download job %s taken over: %s %s", job.uuid,
                      f"continuing from byte {resume.length} of" if resume else "starting again",
                      url.url)
-        try:
-            record = self._ingest.receive(
-                ctx, url.file_name,
-                lambda sink, control: self._engine.fetch(url, credentials, sink, control,
-                                                         known=known),
-                elsewhere=self._elsewhere, resume=resume)
-        except LeaseLost:
-            raise  # another process runs it now, from these very staged bytes
-        except BaseException:
-            self._discard_staged(ctx.job)  # whatever a dead intake left is of no use now
-            raise
+        restarts = 0
+        while True:
+            try:
+                feed = functools.partial(self._fetch, url, credentials, known)
+                record = self._ingest.receive(ctx, url.file_name, feed,
+                                              elsewhere=self._elsewhere, resume=resume)
+                break
+            except IntakeLost:
+                restarts += 1
+                if restarts > INTAKE_RESTARTS or ctx.cancelled:
+                    self._discard_staged(ctx.job)
+                    raise
+                # the intake's process died under a live job: a new one continues from
+                # what the checkpoint says it had staged, as a take-over would
+                resume, known = self._resume_point(ctx.job, url)
+                log.warning("the intake of download job %s died; a new one %s", job.uuid,
+                            f"continues from byte {resume.length}" if resume
+                            else "starts again")
+            except LeaseLost:
+                raise  # another process runs it now, from these very staged bytes
+            except BaseException:
+                self._discard_staged(ctx.job)  # what a dead intake left is of no use now
+                raise
         log.info("downloaded %s (%s %s, %d bytes, sha256 %s)", url.url, record.kind,
                  record.version, record.size, record.sha256)
         return "success"
+
+    def _fetch(self, url: DownloadUrl, credentials: Credentials, known: Validator | None,
+               sink: PackageSink, control: Control) -> None:
+        self._engine.fetch(url, credentials, sink, control, known=known)
 
     def _source(self, job: Job) -> tuple[DownloadUrl, Credentials]:
         """The URL and the credentials, from the job's row."""

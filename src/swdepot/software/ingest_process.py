@@ -65,6 +65,14 @@ _POLL_SECONDS = 0.1
 _OPENED, _TRANSFERRED, _END = b"U", b"T", b"E"
 
 
+class IntakeLost(OntapError):
+    """The intake's process ended without telling how (killed, crashed)."""
+
+    def __init__(self) -> None:
+        failure = failed("the download process ended unexpectedly")
+        super().__init__(failure.code, failure.message)
+
+
 class IngestProcess:
     """Runs an intake in a forked child; same result, same errors as on the job's thread."""
 
@@ -123,8 +131,9 @@ class _Waiter:
                 forked.say_goodbye(self._sock)
                 return self._end(json.loads(body))
             self._relay()
-        self._discard_opened()
-        raise failed("the download process ended unexpectedly")
+        # what it staged stays: the job's checkpoint names it, and a new intake may
+        # continue from it (software/download.py), or the job removes it when it fails
+        raise IntakeLost()
 
     def _relay(self) -> None:
         """Progress from the page into the job; a cancel of the job onto the page."""
@@ -139,9 +148,6 @@ class _Waiter:
                       PackageInfo(**{**info, "kind": PackageKind(info["kind"])}),
                       str(result["sha256"]), int(result["size"]))
 
-    def _discard_opened(self) -> None:
-        """The child died: remove what it staged (what it removed itself is gone already)."""
-        self._repository.discard_staged(self._opened)
 
 
 # --- child -----------------------------------------------------------------------------

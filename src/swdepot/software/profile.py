@@ -31,6 +31,7 @@ from swdepot.errors import (
 )
 from swdepot.jobs.model import Job, JobKind, iso
 from swdepot.jobs.runner import JobContext, JobRunner
+from swdepot.leases import Leases
 from swdepot.repository.catalog import PackageRecord
 from swdepot.repository.repository import Repository
 from swdepot.software.update import (
@@ -82,9 +83,14 @@ def version_parts(version: str) -> dict[str, Any]:
 class ClusterProfile:
     """Node versions, validation and the rolling update, over a :class:`ProfileStore`."""
 
+    UPDATE_LEASE = "software-update"
+
     def __init__(self, identity: ClusterIdentity, store: ProfileStore, *,
                  repository: Repository, runner: JobRunner, pace: Pace, node: str = "",
+                 leases: Leases | None = None, lease_seconds: float = 15.0,
                  clock: Callable[[], float] = time.time) -> None:
+        """``leases``: where the processes of a cluster settle which of them advances a
+        running update (without, every caller of :meth:`tick` does the steps' work)."""
         version_parts(identity.version)  # refuse a malformed configured version at start-up
         self.identity = identity
         self._store = store
@@ -93,6 +99,8 @@ class ClusterProfile:
         runner.register(JobKind.SOFTWARE, _taken_over, internal_code=INTERNAL_ERROR)
         self._pace = pace
         self._node = node or identity.nodes[0]
+        self._leases = leases
+        self._lease_seconds = lease_seconds
         self._clock = clock
 
     # --- reading ------------------------------------------------------------------------
@@ -239,12 +247,19 @@ class ClusterProfile:
     def tick(self) -> None:
         """Advance a running update to now (called by every process's housekeeping).
 
-        Saves with the revision it loaded: when another process advanced it first, this
-        attempt is dropped and the next tick starts from the newer state.
+        Only the holder of the update's lease does a step's work (re-reading and hashing
+        copies); the others return, and take over once its lease runs out. Saves with
+        the revision it loaded: should another process still have advanced it first,
+        this attempt is dropped and the next tick starts from the newer state.
         """
         state, revision = self._store.load()
         if state.update is None or not state.update.state.moving:
             return
+        now = self._clock()
+        if self._leases is not None and not self._leases.acquire(
+                self.UPDATE_LEASE, self._runner.owner, self._runner.node, now,
+                now + self._lease_seconds):
+            return  # another process advances it
         advanced = advance(state, self._clock(), self._step_work)
         if advanced != state and not self._store.save(advanced, revision):
             log.debug("update tick lost a race; retrying on the next tick")
