@@ -138,3 +138,28 @@ def test_a_download_whose_file_changed_while_its_process_was_dead_starts_over(
     assert [r.status for r in asked] == [200]  # "not the same file": the whole new one
     _assert_stored_once(api, service_process.data_dir, new)
     api.session.close()
+
+
+def test_a_download_running_when_the_service_is_stopped_is_taken_over_by_its_restart(
+        service_process, http_server_noauth, content_dir):
+    """SIGTERM is a stop, not a cancel: the job is released, not failed, and the node's
+    next process finishes it."""
+    size = 8 << 20
+    pkg = make_package(content_dir, "big.tgz", "9.15.1", size=size)
+    http_server_noauth.faults["/big.tgz"] = Fault("trickle", bytes_per_second=2 << 20)
+    api = service_process.start()
+    uuid = api.post(DOWNLOAD, json={"url": http_server_noauth.url("big.tgz")}
+                    ).json()["job"]["uuid"]
+    deadline = time.monotonic() + 30
+    while api.get(DOWNLOAD).json().get("bytes_done", 0) < size // 4:
+        assert time.monotonic() < deadline, "transfer made no progress"
+        time.sleep(0.05)
+    api.session.close()
+    service_process.stop()
+    assert service_process.proc is not None and service_process.proc.returncode != -9
+    http_server_noauth.faults.clear()
+    api = service_process.start()
+    job = api.wait_job(uuid, timeout=60)
+    assert job["state"] == "success", job
+    _assert_stored_once(api, service_process.data_dir, pkg)
+    api.session.close()

@@ -64,7 +64,8 @@ class JobContext:
         self._store = store
         self._clock = clock
         self.cancel_event = threading.Event()
-        self.lease_lost = False
+        self.lease_lost = False  # another process owns the job now: write nothing more
+        self.stopping = False  # cancelled because this process is stopping
         self._cancel_callbacks: list[Callable[[], None]] = []
         self._cancel_lock = threading.Lock()
         self._last_write = 0.0
@@ -215,33 +216,39 @@ class JobRunner:
     def _run(self, ctx: JobContext, work: Work, internal_code: int) -> None:
         uuid, owner = ctx.job.uuid, ctx.owner
         try:
-            try:
-                if not ctx.taken_over:
-                    self._store.transition(uuid, JobState.RUNNING, ctx.job.message,
-                                           start_time=self._clock(), owner=owner)
-                message = work(ctx)
-                if ctx.lease_lost:
-                    raise LeaseLost(uuid)
-                self._store.transition(uuid, JobState.SUCCESS, message, 0,
-                                       end_time=self._clock(), owner=owner)
-            except LeaseLost:
-                raise
-            except OntapError as exc:
-                if ctx.lease_lost:
-                    raise LeaseLost(uuid) from None
-                self._store.transition(uuid, JobState.FAILURE, exc.message, exc.code,
-                                       end_time=self._clock(), owner=owner)
-            except Exception:
-                if ctx.lease_lost:
-                    raise LeaseLost(uuid) from None
-                log.exception("job %s failed unexpectedly", uuid)
-                self._store.transition(uuid, JobState.FAILURE, INTERNAL, internal_code,
-                                       end_time=self._clock(), owner=owner)
+            if not ctx.taken_over:
+                self._store.transition(uuid, JobState.RUNNING, ctx.job.message,
+                                       start_time=self._clock(), owner=owner)
+            state, message, code = self._outcome(ctx, work, internal_code)
+            if ctx.lease_lost:
+                raise LeaseLost(uuid)
+            if state is JobState.FAILURE and ctx.stopping and owner is not None:
+                # interrupted by this process's own shutdown, not by the job: another
+                # worker (or this node, started again) takes it over
+                self._store.release(uuid, owner)
+                log.info("job %s released for another process to take over", uuid)
+                return
+            self._store.transition(uuid, state, message, code, end_time=self._clock(),
+                                   owner=owner)
         except LeaseLost:
             log.warning("job %s was taken over by another process; this one stopped it", uuid)
         finally:
             with self._lock:
                 self._contexts.pop(uuid, None)
+
+    @staticmethod
+    def _outcome(ctx: JobContext, work: Work, internal_code: int) -> tuple[JobState, str, int]:
+        """Run the work: how it ended, as the job's final state, message and code."""
+        try:
+            return JobState.SUCCESS, work(ctx), 0
+        except LeaseLost:
+            raise
+        except OntapError as exc:
+            return JobState.FAILURE, exc.message, exc.code
+        except Exception:
+            if not ctx.lease_lost and not ctx.stopping:
+                log.exception("job %s failed unexpectedly", ctx.job.uuid)
+            return JobState.FAILURE, INTERNAL, internal_code
 
     # --- the keeper: leases, cancel requests, claims ------------------------------------
 
@@ -353,7 +360,13 @@ class JobRunner:
             delay = min(delay * 2, 0.1)
 
     def shutdown(self, *, wait: bool = True) -> None:
-        """Stop claiming, cancel running work and stop the workers."""
+        """Stop claiming, stop the running work and the workers.
+
+        Work that ends because of it is not failed: its job is released, for another
+        process (or this node's next one) to take over with its kind's handler. Jobs
+        still waiting for a worker of this process stay claimed by it and are taken over
+        once the node lock shows it gone.
+        """
         self._stop.set()
         self._wake.set()
         if self._keeper is not None:
@@ -361,6 +374,7 @@ class JobRunner:
         with self._lock:
             contexts = list(self._contexts.values())
         for ctx in contexts:
+            ctx.stopping = True
             ctx.cancel()
         self._pool.shutdown(wait=wait, cancel_futures=True)
 
