@@ -15,9 +15,10 @@ import base64
 import contextlib
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 KEY_BYTES = 32
 _NONCE_BYTES = 12
@@ -36,6 +37,10 @@ class Sealer:
 
     def _cipher(self) -> AESGCM:
         if self._aead is None:
+            # imported on first use: OpenSSL's cipher bindings are 7 MB of resident memory
+            # a service that never downloads with a password does not need
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
             self._aead = AESGCM(_load_or_make_key(self._key_file))
         return self._aead
 
@@ -45,6 +50,8 @@ class Sealer:
         return base64.b64encode(nonce + sealed).decode()
 
     def open(self, token: str, bound_to: str) -> str:
+        from cryptography.exceptions import InvalidTag
+
         try:
             raw = base64.b64decode(token, validate=True)
             return self._cipher().decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:],

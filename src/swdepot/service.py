@@ -133,10 +133,7 @@ class Service:
     def start(self) -> None:
         """Clean up what this node's last process left behind, then start the job engine
         (which takes that process's jobs over at once) and housekeeping."""
-        keep = {handle for job in self.jobs.list(visible_after=math.inf)
-                if not job.state.terminal
-                for handles in job.checkpoint.get("staged", []) for handle in handles}
-        report = self.repository.recover(keep_staging=keep)
+        report = self.repository.recover(keep_staging=self._staged_by_active_jobs())
         if any(report.values()):
             log.warning("recovered after restart: %s", report)
         self.runner.start_engine()
@@ -146,6 +143,12 @@ class Service:
         self._updater = threading.Thread(target=self._advance_updates, name="swdepot-update",
                                          daemon=True)
         self._updater.start()
+
+    def _staged_by_active_jobs(self) -> set[str]:
+        """The staged uploads active jobs' checkpoints name: a taker-over continues them."""
+        return {handle for job in self.jobs.list(visible_after=math.inf)
+                if not job.state.terminal
+                for handles in job.checkpoint.get("staged", []) for handle in handles}
 
     def _advance_updates(self) -> None:
         """Move a rolling update along; every process does this, the store arbitrates."""
@@ -170,7 +173,8 @@ class Service:
             if time.monotonic() >= next_sweep:
                 next_sweep = time.monotonic() + sweep_every
                 try:
-                    report = self.repository.recover(own_leftovers=False)
+                    report = self.repository.recover(
+                        keep_staging=self._staged_by_active_jobs(), own_leftovers=False)
                     if any(report.values()):
                         log.info("swept the stores: %s", report)
                 except Exception:

@@ -290,6 +290,9 @@ class JobRunner:
 
     def _renew(self) -> None:
         """Extend our leases; stop the work of any job that is no longer ours."""
+        with self._lock:
+            if not self._contexts:
+                return  # nothing of ours runs: nothing to renew
         held = self._store.renew(self.owner, self._clock() + self._lease)
         with self._lock:
             missing = [ctx for uuid, ctx in self._contexts.items() if uuid not in held]
