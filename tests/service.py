@@ -86,6 +86,16 @@ class Api:
                 raise AssertionError(f"job {uuid} still {body.get('state')} after {timeout}s")
             time.sleep(0.02)
 
+    def wait_download_bytes(self, at_least: float, timeout: float = 30) -> None:
+        """Poll the download status until the running download has moved ``at_least``
+        bytes."""
+        deadline = time.monotonic() + timeout
+        while self.get("/api/cluster/software/download").json().get("bytes_done", 0) \
+                < at_least:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"fewer than {at_least} bytes after {timeout}s")
+            time.sleep(0.02)
+
     def download(self, url: str, **body: Any) -> dict[str, Any]:
         """Start a download and wait for its job; returns the finished job."""
         response = self.post("/api/cluster/software/download", json={"url": url, **body})

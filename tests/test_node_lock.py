@@ -71,10 +71,7 @@ def _slow_download(service: ServiceProcess, http_server, content_dir: Path, size
     started = api.post(DOWNLOAD, json={"url": http_server.url("slow.tgz")})
     assert started.status_code == 202, started.text
     uuid = started.json()["job"]["uuid"]
-    deadline = time.monotonic() + 20
-    while api.get(DOWNLOAD).json().get("bytes_done", 0) < 200_000:
-        assert time.monotonic() < deadline, "transfer made no progress"
-        time.sleep(0.05)
+    api.wait_download_bytes(200_000)
     return api, uuid, pkg
 
 

@@ -136,11 +136,7 @@ def test_a_killed_intake_process_is_replaced_and_continues_from_its_staged_bytes
                             ).json()["job"]["uuid"]
     intake = _wait_for_child()
     transfer = _wait_for_child(intake)
-    deadline = time.monotonic() + 20
-    while swdepot.api.get("/api/cluster/software/download").json().get("bytes_done", 0) \
-            < (3 << 20) // 2:
-        assert time.monotonic() < deadline, "the transfer made no progress"
-        time.sleep(0.02)
+    swdepot.api.wait_download_bytes((3 << 20) // 2)
     os.kill(intake, signal.SIGKILL)
     deadline = time.monotonic() + 10  # the transfer dies with its parent
     while _alive(transfer):

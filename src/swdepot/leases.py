@@ -18,6 +18,3 @@ class Leases(Protocol):
         """Take or renew the lease ``name`` for ``holder`` until ``until``; False while
         another live holder has it (its lease not run out, and not a dead process of
         ``node``)."""
-
-    def release(self, name: str, holder: str) -> None:
-        """Give the lease up, if ``holder`` has it."""

@@ -265,7 +265,7 @@ class JobRunner:
         while not self._stop.is_set():
             now = time.monotonic()
             try:
-                self._pass_on_cancels()
+                self.pass_on_cancels()
                 if now >= next_renew:
                     next_renew = now + self._lease / 3
                     self._renew()
@@ -277,7 +277,9 @@ class JobRunner:
                 log.warning("job keeper round failed", exc_info=True)
             self._wake.wait(self._poll)
 
-    def _pass_on_cancels(self) -> None:
+    def pass_on_cancels(self) -> None:
+        """Stop this process's jobs that somebody asked (in their rows) to cancel: one
+        keeper round, every ``poll_interval``."""
         with self._lock:
             if not self._contexts:
                 return

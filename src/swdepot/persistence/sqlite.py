@@ -360,6 +360,11 @@ class SqlitePackageCatalog:
         ).fetchone()
         return _package_from_row(row) if row else None
 
+    def by_id(self, record_id: str) -> PackageRecord | None:
+        row = self._db.connection().execute(
+            "SELECT * FROM packages WHERE id = ?", (record_id,)).fetchone()
+        return _package_from_row(row) if row else None
+
     def by_file_name(self, file_name: str) -> PackageRecord | None:
         row = self._db.connection().execute(
             "SELECT * FROM packages WHERE file_name = ?", (file_name,)
@@ -447,7 +452,3 @@ class SqliteLeases:
                 " OR leases.node = excluded.node",
                 (name, holder, node, until, now))
             return cur.rowcount == 1
-
-    def release(self, name: str, holder: str) -> None:
-        with self._db.transaction() as conn:
-            conn.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder))

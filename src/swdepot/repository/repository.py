@@ -216,7 +216,7 @@ class Repository:
     def discard_unrecorded(self, record_id: str, file_name: str) -> bool:
         """Remove the blobs a publish under ``record_id`` committed, unless it recorded
         them; True if there was no record (whatever blobs existed are gone)."""
-        if any(r.id == record_id for r in self.catalog.all()):
+        if self.catalog.by_id(record_id) is not None:
             return False
         key = _store_key(record_id, file_name)
         for store in self.stores:

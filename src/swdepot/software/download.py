@@ -8,7 +8,6 @@ The server password is kept in the job's row only sealed, and wiped when the job
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 from collections.abc import Callable
@@ -136,7 +135,8 @@ class DownloadService:
         if ctx.taken_over:
             if self._published_by(job) is not None:
                 return "success"
-            self._discard_unpublished(job)
+            # blobs the dead process committed under the job's name but never recorded
+            self._repository.discard_unrecorded(job.uuid, url.file_name)
             resume, known = self._resume_point(job, url)
             log.info("download job %s taken over: %s %s", job.uuid,
                      f"continuing from byte {resume.length} of" if resume else "starting again",
@@ -211,13 +211,6 @@ class DownloadService:
     def _discard_staged(self, job: Job) -> None:
         """The uploads the dead process had staged (their handles are in the checkpoint)."""
         self._repository.discard_staged(job.checkpoint.get("staged", []))
-
-    def _discard_unpublished(self, job: Job) -> None:
-        """Blobs the dead process committed under the job's name but never recorded."""
-        with contextlib.suppress(OntapError):
-            if job.target is not None:
-                url, _ = parse_download_url(job.target)
-                self._repository.discard_unrecorded(job.uuid, url.file_name)
 
     def _published_by(self, job: Job) -> PackageRecord | None:
         if job.target is None:

@@ -70,7 +70,8 @@ class PackageService:
         """Unlist the package, then remove its copies; whoever takes the job over after
         its process died finishes the same way (each step is idempotent)."""
         record_id, key = ctx.job.params.get("record_id"), ctx.job.params.get("store_key")
-        record = next((r for r in self._repository.catalog.all() if r.id == record_id), None)
+        record = (self._repository.catalog.by_id(record_id) if isinstance(record_id, str)
+                  else None)
         if record is not None:
             self._repository.delete(record)
         elif isinstance(key, str):

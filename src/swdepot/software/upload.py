@@ -161,7 +161,7 @@ class UploadService:
         is gone with it. Published already, it succeeded; else it fails and nothing of it
         stays (blobs committed under its name, staged copies)."""
         job = ctx.job
-        if any(r.id == job.uuid for r in self._repository.catalog.all()):
+        if self._repository.catalog.by_id(job.uuid) is not None:
             return "success"
         if job.target is not None:
             self._repository.discard_unrecorded(job.uuid, job.target)
