@@ -4,13 +4,14 @@ Target (issue 5): under 80 MB during a 4 GiB download, and not growing with pack
 (10 MiB vs 1 GiB vs 4 GiB in the same run). Each size runs in a fresh service so the peak
 (VmHWM) belongs to that download alone.
 
-A download runs in two processes below the service: the intake, forked from the service
-(software/ingest_process.py), and the transfer, forked from the intake
-(transfer/process.py). Their pages are shared with the service until one of them writes
-to them, so each one's own cost is its private memory (USS: Private_Clean +
-Private_Dirty). The two also share the transfer's ring of 1 MiB slots, which is private
-to neither of them: shared memory mapped by the children and not by the service is
-added once. All of it is sampled every 2 ms. The figure judged is the service's peak RSS
+Below the service run its zygote (zygote.py: forked at start, before any thread), the
+worker processes it forks (workers.py: a download's intake runs in one,
+software/ingest_process.py), and the transfer each intake forks (transfer/process.py).
+Their pages are shared with the service until one of them writes to them, so each
+one's own cost is its private memory (USS: Private_Clean + Private_Dirty). A worker and
+its transfer also share the transfer's ring of 1 MiB slots, which is private to neither
+of them: shared memory mapped by the descendants and not by the service is added once.
+All of it is sampled every 2 ms. The figure judged is the service's peak RSS
 plus the children's peak, an upper bound of what the processes hold at once.
 
     python bench/memory.py [--sizes-mib 10,1024,4096]
@@ -32,8 +33,8 @@ LIMIT_MB = 80
 
 
 def children(pid: int) -> list[int]:
-    """The process's children, from each of its threads' ``children`` list (the intake
-    is forked by a job thread): cheap enough to read every few milliseconds."""
+    """The process's children, from each of its threads' ``children`` list: cheap enough
+    to read every few milliseconds."""
     found = []
     for listing in Path(f"/proc/{pid}/task").glob("*/children"):
         try:

@@ -1,12 +1,14 @@
-"""A download's intake runs in a forked child (software/ingest_process.py), and its
-transfer in a child of that child (transfer/process.py).
+"""A download's intake runs in a worker process (software/ingest_process.py) forked by
+the service's zygote (zygote.py, workers.py), and its transfer in a child of the worker
+(transfer/process.py).
 
 Every download test already goes through them (it is the default; cancel is tested in
 test_job_actions.py); these cover what is particular to them: each really is another
-process, neither holds the service's descriptors (the intake only the staging files it
-opened itself), both run at the download's CPU priority while the service keeps its own,
-the death of either fails the job cleanly and leaves nothing staged,
-and the in-thread engine still works.
+process, none holds the service's descriptors (the worker only the staging files it
+opened itself), the worker and the transfer run at the download's CPU priority while
+the service keeps its own, the worker logs through the service, a dead transfer or a
+dead worker is replaced and the job continues from its staged bytes, a worker killed
+again and again fails the job cleanly, and the in-thread engine still works.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 
 from pkgfactory import make_package
 from servers import Fault
+from swdepot.service import Service
 from swdepot.transfer.process import ForkingEngine
 
 SLOW = 128 * 1024  # bytes per second: long enough to catch the child at work
@@ -35,14 +38,25 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _wait_for_child(parent: int | None = None, deadline: float = 20.0) -> int:
+def _wait_for_child(parent: int, deadline: float = 20.0, *, not_: int | None = None) -> int:
     end = time.monotonic() + deadline
     while time.monotonic() < end:
-        children = _children(parent or os.getpid())
+        children = [c for c in _children(parent) if c != not_]
         if children:
             return children[0]
         time.sleep(0.02)
     raise AssertionError("no child process appeared")
+
+
+def _worker(swdepot, *, not_: int | None = None) -> int:
+    """The (only) worker process of the service, once it is there."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        pids = [p for p in swdepot.service.workers.pids() if p != not_ and _alive(p)]
+        if pids:
+            return pids[0]
+        time.sleep(0.02)
+    raise AssertionError("no worker process")
 
 
 def _alive(pid: int) -> bool:
@@ -53,10 +67,11 @@ def _alive(pid: int) -> bool:
 
 
 def _open_files(pid: int) -> dict[int, str]:
-    """Descriptors above stdio that name files (not sockets, pipes or anonymous inodes)."""
+    """Descriptors above stdio that name files (not sockets, pipes, anonymous inodes or
+    memory: a worker's control page)."""
     fds = {int(fd.name): os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()}
     return {fd: target for fd, target in fds.items()
-            if fd > 2 and not target.startswith(("socket:", "anon_inode:", "pipe:"))}
+            if fd > 2 and not target.startswith(("socket:", "anon_inode:", "pipe:", "/memfd:"))}
 
 
 def _nices(pid: int) -> set[int]:
@@ -84,63 +99,85 @@ def _start_slow_download(api, http_server_noauth, content_dir, name: str, versio
 def test_the_intake_and_the_transfer_run_in_processes_holding_none_of_the_services_files(
         swdepot, http_server_noauth, content_dir):
     assert isinstance(swdepot.service.downloads._engine, ForkingEngine)
-    assert swdepot.service.downloads._elsewhere is not None
+    zygote = swdepot.service.workers._zygote.pid
+    worker = _worker(swdepot)
+    assert zygote in _children(os.getpid())
+    assert worker not in _children(os.getpid())  # the workers are the zygote's, not ours
+    assert _children(zygote) == [worker]
+    assert _open_files(zygote) == {} and _open_files(worker) == {}  # idle: nothing open
     uuid = _start_slow_download(swdepot.api, http_server_noauth, content_dir, "child.tgz",
                                 "9.18.1")
-    intake = _wait_for_child()
-    transfer = _wait_for_child(intake)
+    transfer = _wait_for_child(worker)
     deadline = time.monotonic() + 20  # bytes flowing: both are past their start-up
     while not swdepot.api.get("/api/cluster/software/download").json().get("bytes_done"):
         assert time.monotonic() < deadline, "the download never started"
         time.sleep(0.05)
-    # the intake: stdio, its sockets, and the two staging files it opened itself; not the
-    # database, nor anything else of the service's
+    # the worker: stdio, its sockets and page, and the two staging files it opened
+    # itself; not the database, nor anything else of the service's
     staging = {str(p) for p in _staged(swdepot)}
     assert len(staging) == 2
-    assert set(_open_files(intake).values()) == staging
-    # the transfer: stdio, its socket to the intake, and libcurl's own connection
+    assert set(_open_files(worker).values()) == staging
+    # the transfer: stdio, its socket to the worker, and libcurl's own connection
     assert _open_files(transfer) == {}, "the transfer kept files open"
-    # both children, every thread, at the download's priority; the service at the default
+    assert _open_files(zygote) == {}
+    # the worker and the transfer, every thread, at the download's priority; the
+    # service at the default
     assert swdepot.settings.transfer_nice == 10
-    assert _nices(intake) == {10}
+    assert _nices(worker) == {10}
     assert _nices(transfer) == {10}
     assert _nices(os.getpid()) == {0}
     assert swdepot.api.wait_job(uuid)["state"] == "success"
-    assert _children(os.getpid()) == []  # reaped
+    assert _children(worker) == []  # the transfer was reaped
+    assert _worker(swdepot) == worker  # the same worker takes the next task
     assert _staged(swdepot) == []  # adopted and committed by the service
+    # between tasks the worker has one thread again: it may fork the next transfer
+    assert len(list(Path(f"/proc/{worker}/task").iterdir())) == 1
 
 
-def test_a_killed_transfer_process_fails_the_job_and_keeps_nothing(swdepot, http_server_noauth,
-                                                                   content_dir):
-    uuid = _start_slow_download(swdepot.api, http_server_noauth, content_dir, "killed.tgz",
-                                "9.18.2")
-    os.kill(_wait_for_child(_wait_for_child()), signal.SIGKILL)
-    job = swdepot.api.wait_job(uuid)
-    assert job["state"] == "failure"
-    assert "the transfer process ended unexpectedly" in job["message"]
-    assert swdepot.api.get("/api/cluster/software/packages").json()["num_records"] == 0
-    assert _staged(swdepot) == []
-    # the next download works
-    make_package(content_dir, "after.tgz", "9.18.3")
-    assert swdepot.api.download(http_server_noauth.url("after.tgz"))["state"] == "success"
-
-
-def test_a_killed_intake_process_is_replaced_and_continues_from_its_staged_bytes(
-        swdepot, http_server_noauth, content_dir):
-    """The intake (the download's worker process) is SIGKILLed: the job's thread starts
-    a new one, which continues from what the first had staged and checkpointed."""
-    pkg = make_package(content_dir, "gone.tgz", "9.18.4", size=3 << 20)
-    http_server_noauth.faults["/gone.tgz"] = Fault("trickle", bytes_per_second=1 << 20)
+def _half_way(swdepot, http_server_noauth, content_dir, name: str, version: str
+              ) -> tuple[Path, str, int, int]:
+    """A 3 MiB download at 1 MiB/s, half of it staged: its package, job, worker and
+    transfer."""
+    pkg = make_package(content_dir, name, version, size=3 << 20)
+    http_server_noauth.faults[f"/{name}"] = Fault("trickle", bytes_per_second=1 << 20)
     uuid = swdepot.api.post("/api/cluster/software/download",
-                            json={"url": http_server_noauth.url("gone.tgz")}
-                            ).json()["job"]["uuid"]
-    intake = _wait_for_child()
-    transfer = _wait_for_child(intake)
+                            json={"url": http_server_noauth.url(name)}).json()["job"]["uuid"]
+    worker = _worker(swdepot)
+    transfer = _wait_for_child(worker)
     swdepot.api.wait_download_bytes((3 << 20) // 2)
-    os.kill(intake, signal.SIGKILL)
+    return pkg, uuid, worker, transfer
+
+
+def test_a_killed_transfer_process_is_replaced_and_the_job_continues(
+        swdepot, http_server_noauth, content_dir, caplog):
+    pkg, uuid, worker, transfer = _half_way(swdepot, http_server_noauth, content_dir,
+                                            "killed.tgz", "9.18.2")
+    os.kill(transfer, signal.SIGKILL)
+    http_server_noauth.faults.clear()
+    job = swdepot.api.wait_job(uuid)
+    assert job["state"] == "success", job
+    ranges = [r.header("Range") for r in http_server_noauth.requests_for("/killed.tgz")]
+    assert len(ranges) == 2 and ranges[0] is None and ranges[1] is not None, ranges
+    record = swdepot.api.get("/api/cluster/software/packages/9.18.2?fields=sha256").json()
+    assert record["sha256"] == hashlib.sha256(pkg.read_bytes()).hexdigest()
+    assert _worker(swdepot) == worker  # the worker itself lived on
+    assert _staged(swdepot) == []
+    # what the worker logged reached the service's own handlers
+    said = [r for r in caplog.records if "the transfer process of a download died" in
+            r.getMessage()]
+    assert len(said) == 1 and said[0].process == worker
+
+
+def test_a_killed_worker_is_replaced_and_the_job_continues_from_its_staged_bytes(
+        swdepot, http_server_noauth, content_dir):
+    """The worker running the intake is SIGKILLed: the pool starts a new one, and the
+    job's thread has it continue from what the first had staged and checkpointed."""
+    pkg, uuid, worker, transfer = _half_way(swdepot, http_server_noauth, content_dir,
+                                            "gone.tgz", "9.18.4")
+    os.kill(worker, signal.SIGKILL)
     deadline = time.monotonic() + 10  # the transfer dies with its parent
     while _alive(transfer):
-        assert time.monotonic() < deadline, "the transfer outlived the intake"
+        assert time.monotonic() < deadline, "the transfer outlived the worker"
         time.sleep(0.02)
     http_server_noauth.faults.clear()
     job = swdepot.api.wait_job(uuid)
@@ -152,25 +189,39 @@ def test_a_killed_intake_process_is_replaced_and_continues_from_its_staged_bytes
     record = swdepot.api.get("/api/cluster/software/packages/9.18.4?fields=sha256").json()
     assert record["sha256"] == hashlib.sha256(pkg.read_bytes()).hexdigest()
     assert _staged(swdepot) == []
-    assert _children(os.getpid()) == []
+    replacement = _worker(swdepot, not_=worker)
+    assert swdepot.service.workers.pids() == [replacement]
+    assert swdepot.service.workers.restarts == 1
 
 
-def test_an_intake_process_killed_again_and_again_fails_the_job_and_leaves_nothing(
+def test_a_worker_killed_while_idle_is_replaced(swdepot, http_server_noauth, content_dir):
+    worker = _worker(swdepot)
+    os.kill(worker, signal.SIGKILL)
+    replacement = _worker(swdepot, not_=worker)  # the supervisor notices within a second
+    deadline = time.monotonic() + 20
+    while swdepot.service.workers.pids() != [replacement]:
+        assert time.monotonic() < deadline, swdepot.service.workers.pids()
+        time.sleep(0.05)
+    make_package(content_dir, "after.tgz", "9.18.3")
+    assert swdepot.api.download(http_server_noauth.url("after.tgz"))["state"] == "success"
+
+
+def test_a_worker_killed_again_and_again_fails_the_job_and_leaves_nothing(
         swdepot, http_server_noauth, content_dir):
     uuid = _start_slow_download(swdepot.api, http_server_noauth, content_dir, "gone.tgz",
                                 "9.18.4")
     killed: set[int] = set()
-    while len(killed) <= 2:  # the first intake and both of its replacements
-        intake = _wait_for_child()
-        if intake in killed or not _alive(intake):
+    while len(killed) <= 2:  # the first intake's worker and both replacements'
+        worker = _worker(swdepot)
+        if worker in killed or not _children(worker):
             time.sleep(0.02)
             continue
         deadline = time.monotonic() + 20
         while len(_staged(swdepot)) < 2:
             assert time.monotonic() < deadline, "nothing was staged"
             time.sleep(0.02)
-        os.kill(intake, signal.SIGKILL)
-        killed.add(intake)
+        os.kill(worker, signal.SIGKILL)
+        killed.add(worker)
     job = swdepot.api.wait_job(uuid)
     assert job["state"] == "failure"
     assert "the download process ended unexpectedly" in job["message"]
@@ -180,10 +231,22 @@ def test_an_intake_process_killed_again_and_again_fails_the_job_and_leaves_nothi
     assert swdepot.api.download(http_server_noauth.url("after.tgz"))["state"] == "success"
 
 
+def test_closing_the_service_ends_its_zygote_and_workers(settings):
+    service = Service(settings)
+    service.start()
+    zygote = service.workers._zygote.pid
+    workers = service.workers.pids()
+    assert len(workers) == settings.worker_processes == 1
+    service.close()
+    assert not _alive(zygote) and not any(_alive(w) for w in workers)
+
+
 def test_the_in_thread_engine_still_works(settings, start_service, http_server_noauth,
                                           content_dir):
+    before = set(_children(os.getpid()))  # a browser driver of the session, say
     service = start_service(settings, transfer_process=False)
     assert not isinstance(service.service.downloads._engine, ForkingEngine)
+    assert service.service.workers is None
     make_package(content_dir, "thread.tgz", "9.18.5")
     assert service.api.download(http_server_noauth.url("thread.tgz"))["state"] == "success"
-    assert _children(os.getpid()) == []
+    assert set(_children(os.getpid())) == before  # no process of its own

@@ -46,9 +46,14 @@ class PendingHash:
 
     password: str
     hashed: Future[str]
+    thread: threading.Thread | None = None
 
     def result(self) -> str:
-        return self.hashed.result()
+        """The hash, once its thread has ended (the service forks after this)."""
+        value = self.hashed.result()
+        if self.thread is not None:
+            self.thread.join()
+        return value
 
 
 def hash_password_soon(password: str) -> PendingHash:
@@ -66,8 +71,9 @@ def hash_password_soon(password: str) -> PendingHash:
         except BaseException as exc:  # handed to whoever waits for the hash
             hashed.set_exception(exc)
 
-    threading.Thread(target=work, name="swdepot-admin-hash", daemon=True).start()
-    return PendingHash(password, hashed)
+    thread = threading.Thread(target=work, name="swdepot-admin-hash", daemon=True)
+    thread.start()
+    return PendingHash(password, hashed, thread)
 
 
 def verify_password(password: str, encoded: str) -> bool:

@@ -53,10 +53,13 @@ class Settings:
     stall_min_speed: int = 1  # bytes per second; 1 means "no progress at all"
     max_duration: float = 3600.0  # ONTAP's 1-hour limit (10551383), retries included
     max_package_bytes: int = 64 << 30
-    # Run each download's intake (copies, sha256, inspection) in a forked child and its
+    # Run each download's intake (copies, sha256, inspection) in a worker process and its
     # transfer in a child of that, so neither the API nor libcurl's per-16-KiB callbacks
     # wait for a GIL another part holds (docs/performance.md). False: on a service thread.
     transfer_process: bool = True
+    # Worker processes kept for intakes (with transfer_process); one download runs at a
+    # time, so one is enough; a dead one is replaced at once.
+    worker_processes: int = 1
     # CPU priority (nice, 0-19) of a download's child processes (intake and transfer, every
     # thread of theirs), so that when the CPU is short a poll does not wait behind the
     # download it asks about. A quiet download loses nothing. Under 3,100 polls/s, nice 19

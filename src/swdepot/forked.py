@@ -19,6 +19,7 @@ import contextlib
 import ctypes
 import json
 import logging
+import logging.handlers
 import os
 import signal
 import socket
@@ -30,10 +31,47 @@ LOG = b"L"
 GOODBYE = b"X"
 
 
-def detach(keep: int) -> None:  # pragma: no cover - runs in a child
-    """Drop every inherited descriptor but ``keep`` (and stdio); die with the parent."""
-    os.closerange(3, keep)
-    os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
+def _descriptors() -> dict[int, tuple[int, int]]:
+    """This process's open descriptors, each with the (device, inode) it refers to."""
+    found = {}
+    for name in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own descriptor, gone
+            stat = os.fstat(int(name))
+            found[int(name)] = (stat.st_dev, stat.st_ino)
+    return found
+
+
+_made_at_fork: set[int] = set()
+
+
+def fork() -> int:
+    """``os.fork``, remembering in the child which descriptors a library's at-fork
+    handler made there, so that :func:`detach` keeps them.
+
+    libuv (under uvloop) registers such a handler once a loop has run in the process:
+    in every child it closes the descriptor numbers of its signal pipe and opens a new
+    one. Those numbers are stale in a child that detached (another file may have them by
+    then), so the handler would close a descriptor of ours, unless the pipe it made the
+    fork before was kept. The service forks its zygote before its loop starts; this is
+    for a process that embeds a service after running a loop (a test suite).
+    """
+    global _made_at_fork
+    before = _descriptors() if os.path.isdir("/proc/self/fd") else {}
+    pid = os.fork()
+    if pid == 0 and before:  # pragma: no cover - runs in the child
+        _made_at_fork = {fd for fd, ident in _descriptors().items()
+                         if before.get(fd) != ident}
+    return pid
+
+
+def detach(*keep: int) -> None:  # pragma: no cover - runs in a child
+    """Drop every inherited descriptor but ``keep`` (and stdio, and what at-fork handlers
+    made: :func:`fork`); die with the parent."""
+    start = 3
+    for fd in sorted({*keep, *_made_at_fork}):
+        os.closerange(start, fd)
+        start = max(start, fd + 1)
+    os.closerange(start, os.sysconf("SC_OPEN_MAX"))
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() == 1:  # the parent died before the line above took effect
@@ -126,3 +164,75 @@ def reap(pid: int) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
+
+
+class LogChannel:
+    """Log records from worker processes to the service: the queue of the standard
+    library's :class:`~logging.handlers.QueueHandler` (in the workers, which may be
+    many: datagrams never interleave) and :class:`~logging.handlers.QueueListener` (in
+    the service, whose handlers emit them: one log stream, one format)."""
+
+    MAX_MESSAGE = 16 * 1024
+    _STOP = b"-"
+
+    def __init__(self) -> None:
+        self._reader, self._writer = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+
+    @property
+    def writer_fd(self) -> int:
+        """The descriptor a worker writes to (inherited through the zygote)."""
+        return self._writer.fileno()
+
+    def put_nowait(self, record: logging.LogRecord | None) -> None:
+        """A worker's record, already prepared by the QueueHandler; ``None`` (the
+        listener's sentinel, put by the service) ends the listener."""
+        if record is None:
+            self._writer.send(self._STOP)
+            return
+        fields = {"name": record.name, "levelno": record.levelno,
+                  "levelname": record.levelname,
+                  "msg": str(record.msg)[:self.MAX_MESSAGE], "pathname": record.pathname,
+                  "filename": record.filename, "module": record.module,
+                  "lineno": record.lineno, "funcName": record.funcName,
+                  "created": record.created, "process": record.process,
+                  "threadName": record.threadName}
+        with contextlib.suppress(OSError):  # the service is gone: nobody to log to
+            self._writer.send(LOG + json.dumps(fields).encode())
+
+    def get(self, block: bool = True) -> logging.LogRecord | None:
+        """The next record (service side); ``None`` once the channel is stopped."""
+        message = self._reader.recv(self.MAX_MESSAGE + 4096)
+        if not message.startswith(LOG):
+            return None
+        return logging.makeLogRecord(json.loads(message[1:]))
+
+    def close(self) -> None:
+        self._reader.close()
+        self._writer.close()
+
+
+class _Relog(logging.Handler):
+    """The listener's one handler: a worker's record goes to its own logger's handlers."""
+
+    def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+        logging.getLogger(record.name).handle(record)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:  # pragma: no cover - handle() does it
+        self.handle(record)
+
+
+def listen(channel: LogChannel) -> logging.handlers.QueueListener:
+    """Start emitting what the workers log through ``channel`` (service side)."""
+    listener = logging.handlers.QueueListener(channel, _Relog())  # type: ignore[arg-type]
+    listener.start()
+    return listener
+
+
+def log_to(channel: LogChannel) -> None:  # pragma: no cover - runs in a worker
+    """Route every record of this worker to the service (the handlers inherited from it
+    hold its files and locks)."""
+    handler = logging.handlers.QueueHandler(channel)  # type: ignore[arg-type]
+    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+        if isinstance(logger, logging.Logger):
+            logger.handlers = [handler] if logger is logging.getLogger() else []

@@ -89,6 +89,8 @@ def run(settings: Settings, *, log_level: str = "info",
         raise
     try:
         service.ensure_admin(prehashed=prehashed)
+        if prehashed is not None:
+            prehashed.result()  # its thread has ended: start() forks with one thread
         service.start()
         ssl_args: dict[str, str] = {}
         if settings.tls:

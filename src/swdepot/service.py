@@ -7,6 +7,7 @@ global state: a test can build several, each on its own data directory.
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import math
 import os
 import secrets
@@ -16,8 +17,10 @@ import threading
 import time
 from pathlib import Path
 
+from swdepot import forked
 from swdepot.auth import ADMIN, Authenticator, PendingHash, hash_password
 from swdepot.config import Settings
+from swdepot.forked import LogChannel
 from swdepot.jobs.cache import RunningJobCache
 from swdepot.jobs.runner import JobRunner
 from swdepot.loginlimit import LoginLimiter
@@ -38,7 +41,7 @@ from swdepot.repository.store import LocalDirStore
 from swdepot.sealing import Sealer
 from swdepot.software.download import DownloadService
 from swdepot.software.ingest import PackageIngest
-from swdepot.software.ingest_process import IngestProcess
+from swdepot.software.ingest_process import IntakeWorkers, intake_role
 from swdepot.software.jobcontrol import JobControl
 from swdepot.software.packages import PackageService
 from swdepot.software.profile import ClusterProfile
@@ -48,6 +51,8 @@ from swdepot.transfer.curl import CurlOptions
 from swdepot.transfer.engine import Engine, TransferEngine
 from swdepot.transfer.process import ForkingEngine
 from swdepot.transfer.retry import RetryPolicy
+from swdepot.workers import WorkerPool
+from swdepot.zygote import Zygote
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +104,15 @@ class Service:
                               settings.retry_max_delay),
             max_duration=settings.max_duration,
         )
-        elsewhere: IngestProcess | None = None
+        # the worker processes are forked at start(), by a zygote forked before any thread
+        self.workers: WorkerPool | None = None
+        self._log_channel: LogChannel | None = None
+        self._log_listener: logging.handlers.QueueListener | None = None
+        elsewhere: IntakeWorkers | None = None
         if settings.transfer_process and hasattr(os, "fork"):
             engine = ForkingEngine(engine, nice=settings.transfer_nice)
-            elsewhere = IngestProcess(self.repository, nice=settings.transfer_nice)
+            self.workers = WorkerPool("intake", settings.worker_processes)
+            elsewhere = IntakeWorkers(self.repository, self.workers)
         self.ingest = PackageIngest(self.repository, self.validation_policy,
                                     settings.max_package_bytes)
         self.downloads = DownloadService(
@@ -136,6 +146,7 @@ class Service:
         report = self.repository.recover(keep_staging=self._staged_by_active_jobs())
         if any(report.values()):
             log.warning("recovered after restart: %s", report)
+        self._start_workers()
         self.runner.start_engine()
         self._janitor = threading.Thread(target=self._housekeeping, name="swdepot-janitor",
                                          daemon=True)
@@ -143,6 +154,17 @@ class Service:
         self._updater = threading.Thread(target=self._advance_updates, name="swdepot-update",
                                          daemon=True)
         self._updater.start()
+
+    def _start_workers(self) -> None:
+        """Fork the zygote (before this service starts any thread: ``zygote.py``), then
+        the worker processes through it, and emit what they log."""
+        if self.workers is None:
+            return
+        channel = self._log_channel = LogChannel()
+        role = intake_role(self.downloads.intake, channel, nice=self.settings.transfer_nice)
+        zygote = Zygote.start({"intake": role}, keep=[channel.writer_fd])
+        self._log_listener = forked.listen(channel)
+        self.workers.start(zygote)
 
     def _staged_by_active_jobs(self) -> set[str]:
         """The staged uploads active jobs' checkpoints name: a taker-over continues them."""
@@ -214,6 +236,14 @@ class Service:
         for thread in (self._janitor, self._updater):
             if thread is not None:
                 thread.join(timeout=5)
+        if self.workers is not None:
+            self.workers.close()
+        if self._log_listener is not None:
+            self._log_listener.stop()
+            self._log_listener = None
+        if self._log_channel is not None:
+            self._log_channel.close()
+            self._log_channel = None
         self.db.close()
         self.lock.release()
 

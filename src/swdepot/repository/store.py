@@ -63,6 +63,11 @@ class Upload(Protocol):
         """After :meth:`flush`: let go of the staged bytes without removing them, for
         another process to adopt."""
 
+    def keep(self) -> None:
+        """Stop writing and let go of the staged bytes as they are, neither flushed nor
+        removed: the job's checkpoint names them, and a new intake may continue from
+        what every copy holds (as after a crash)."""
+
     @property
     def size(self) -> int:
         """How many bytes are staged."""
@@ -158,6 +163,9 @@ class _LocalUpload:
 
     def detach(self) -> None:
         assert self._durable, "flush before handing an upload over"
+        self.keep()
+
+    def keep(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

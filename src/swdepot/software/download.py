@@ -29,10 +29,17 @@ from swdepot.jobs.store import JobStore, LeaseLost, SlotTaken
 from swdepot.repository.catalog import PackageRecord
 from swdepot.repository.repository import Repository
 from swdepot.sealing import SealBroken, Sealer
-from swdepot.software.ingest import IntakeRunner, PackageIngest, ResumePoint
+from swdepot.software.ingest import (
+    Intake,
+    IntakeEvents,
+    IntakeRunner,
+    PackageIngest,
+    ResumePoint,
+)
 from swdepot.software.ingest_process import IntakeLost
 from swdepot.transfer.control import Control, Validator
 from swdepot.transfer.engine import Engine
+from swdepot.transfer.process import ForkingEngine
 from swdepot.transfer.sink import BLOCK_SIZE, PackageSink
 from swdepot.transfer.url import Credentials, DownloadUrl, parse_download_url
 
@@ -84,8 +91,8 @@ class DownloadService:
                  ingest: PackageIngest, engine: Engine, node: str, sealer: Sealer,
                  update_in_progress: Callable[[], bool] = lambda: False,
                  elsewhere: IntakeRunner | None = None) -> None:
-        """``elsewhere``: where the intake runs (a process of its own), if not on the
-        job's thread."""
+        """``elsewhere``: where the intake runs (a worker process), if not on the job's
+        thread; it runs :meth:`intake` there, with ``engine`` (a ``ForkingEngine``)."""
         self._runner = runner
         self._jobs = jobs
         self._repository = repository
@@ -129,7 +136,7 @@ class DownloadService:
         recording them are removed; then it downloads again.
         """
         job = ctx.job
-        url, credentials = self._source(job)
+        url, credentials = self._source(job.uuid, job.params, job.target)
         resume: ResumePoint | None = None
         known: Validator | None = None
         if ctx.taken_over:
@@ -144,9 +151,12 @@ class DownloadService:
         restarts = 0
         while True:
             try:
-                feed = functools.partial(self._fetch, url, credentials, known)
-                record = self._ingest.receive(ctx, url.file_name, feed,
-                                              elsewhere=self._elsewhere, resume=resume)
+                if self._elsewhere is not None:
+                    intake = self._elsewhere.run(ctx, _task(ctx.job, resume, known))
+                    record = self._ingest.publish(ctx, intake)
+                else:
+                    feed = functools.partial(self._fetch, url, credentials, known)
+                    record = self._ingest.receive(ctx, url.file_name, feed, resume=resume)
                 break
             except IntakeLost:
                 restarts += 1
@@ -168,24 +178,45 @@ class DownloadService:
                  record.version, record.size, record.sha256)
         return "success"
 
+    def intake(self, task: dict[str, Any], control: Control, events: IntakeEvents) -> Intake:
+        """A download's intake from its task (``_task``), in a worker process.
+
+        The transfer's process is forked first, while the worker still has only its
+        main thread; then the intake starts its threads and feeds it."""
+        url, credentials = self._source(task["uuid"], task["params"], task.get("target"))
+        known = Validator.from_json(task.get("known"))
+        point = task.get("resume")
+        resume = (ResumePoint(tuple(point["handles"]), int(point["length"]))
+                  if isinstance(point, dict) else None)
+        if isinstance(self._engine, ForkingEngine):
+            prepared = self._engine.prepare(url, credentials, known=known,
+                                            max_bytes=self._ingest.max_package_bytes)
+            try:
+                return self._ingest.take(url.file_name, prepared, control, events, resume)
+            finally:
+                prepared.close()
+        feed = functools.partial(self._fetch, url, credentials, known)
+        return self._ingest.take(url.file_name, feed, control, events, resume)
+
     def _fetch(self, url: DownloadUrl, credentials: Credentials, known: Validator | None,
                sink: PackageSink, control: Control) -> None:
         self._engine.fetch(url, credentials, sink, control, known=known)
 
-    def _source(self, job: Job) -> tuple[DownloadUrl, Credentials]:
+    def _source(self, uuid: str, params: dict[str, Any], target: str | None
+                ) -> tuple[DownloadUrl, Credentials]:
         """The URL and the credentials, from the job's row."""
-        raw = job.params.get("url") or job.target
+        raw = params.get("url") or target
         if not isinstance(raw, str):
             raise OntapError(DOWNLOAD_FAILED, RESTARTED)
         url, _ = parse_download_url(raw)
-        sealed = job.params.get("secret")
+        sealed = params.get("secret")
         try:
-            password = self._sealer.open(sealed, job.uuid) if isinstance(sealed, str) else None
+            password = self._sealer.open(sealed, uuid) if isinstance(sealed, str) else None
         except SealBroken:
             raise OntapError(DOWNLOAD_FAILED, "Package download failed: the stored password "
                              "of this job cannot be read with this node's job key. Start "
                              "the download again.") from None
-        username = job.params.get("username")
+        username = params.get("username")
         return url, Credentials(username if isinstance(username, str) else None, password)
 
     def _resume_point(self, job: Job, url: DownloadUrl
@@ -236,6 +267,15 @@ class DownloadService:
         if job.state is JobState.FAILURE:
             return DownloadStatus("failure", job.message, job.code, **extra)
         return DownloadStatus("running", IN_PROGRESS, DOWNLOAD_RUNNING, **extra)
+
+
+def _task(job: Job, resume: ResumePoint | None, known: Validator | None) -> dict[str, Any]:
+    """What a worker needs to run the job's intake (:meth:`DownloadService.intake`): the
+    row's parameters (the password sealed, as stored) and where to continue from."""
+    return {"uuid": job.uuid, "params": job.params, "target": job.target,
+            "known": known.to_json() if known is not None else None,
+            "resume": ({"handles": list(resume.handles), "length": resume.length}
+                       if resume is not None else None)}
 
 
 def update_running() -> OntapError:

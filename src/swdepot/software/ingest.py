@@ -5,9 +5,9 @@ differ only in their source. Everything after that is this one path: stage on ev
 node store, hash and inspect in the same pass, then publish — or throw it all away.
 
 The first part, the intake (stage, transfer, hash, inspect, flush), runs on the job's
-thread, or for a download in a process of its own (``software/ingest_process.py``), so
+thread, or for a download in a worker process (``software/ingest_process.py``), so
 that none of its threads share the service's GIL with the API. Publishing, the catalog
-record that makes the package visible, always happens here in the service.
+record that makes the package visible, always happens in the job's process.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from swdepot import testpoints
 from swdepot.jobs.runner import JobContext
@@ -24,6 +24,7 @@ from swdepot.packages.model import PackageInfo, ValidationPolicy
 from swdepot.repository.catalog import PackageRecord
 from swdepot.repository.repository import Repository, Staged
 from swdepot.transfer.control import Control, Validator
+from swdepot.transfer.process import TransferLost
 from swdepot.transfer.sink import CopiesDiffer, PackageSink
 
 log = logging.getLogger(__name__)
@@ -107,9 +108,10 @@ def record_validator(ctx: JobContext, validator: Validator) -> None:
 
 
 class IntakeRunner(Protocol):
-    """Runs an intake elsewhere (another process) on behalf of the job ``ctx``."""
+    """Runs a download's intake elsewhere (a worker process) on behalf of the job ``ctx``:
+    ``task`` says what to take, as data (``DownloadService.intake`` reads it there)."""
 
-    def run(self, ctx: JobContext, take: Callable[[Control, IntakeEvents], Intake]) -> Intake: ...
+    def run(self, ctx: JobContext, task: dict[str, Any]) -> Intake: ...
 
 
 class PackageIngest:
@@ -126,24 +128,25 @@ class PackageIngest:
         return self._max_bytes
 
     def receive(self, ctx: JobContext, file_name: str, feed: Feed, *,
-                elsewhere: IntakeRunner | None = None,
                 resume: ResumePoint | None = None) -> PackageRecord:
-        """Run ``feed`` to write the bytes, then publish; nothing stays behind on failure.
+        """Run ``feed`` on the job's thread to write the bytes, then publish; nothing
+        stays behind on failure."""
+        return self.publish(ctx, self.take(file_name, feed, JobControl(ctx),
+                                           _OnThisThread(ctx), resume))
 
-        With ``elsewhere`` the intake runs there (``feed`` must not need this process).
+    def take(self, file_name: str, feed: Feed, control: Control, events: IntakeEvents,
+             resume: ResumePoint | None = None) -> Intake:
+        """The intake, wherever it runs: stage, transfer, hash and inspect; flushed when
+        it returns, gone if it raises.
+
         With ``resume`` the staged bytes are kept and ``feed`` continues after them (or,
         if the copies turn out to differ, the intake starts from zero). The trusted keys
         are read per package, so operators can add keys without a restart.
         """
-        policy = self._policy()
+        return self._take(file_name, self._policy(), feed, control, events, resume)
 
-        def take(control: Control, events: IntakeEvents) -> Intake:
-            return self._take(file_name, policy, feed, control, events, resume)
-
-        if elsewhere is None:
-            intake = take(JobControl(ctx), _OnThisThread(ctx))
-        else:
-            intake = elsewhere.run(ctx, take)
+    def publish(self, ctx: JobContext, intake: Intake) -> PackageRecord:
+        """Record the package taken in (the catalog makes it visible), or throw it away."""
         try:
             record = self._repository.publish(intake.staged, intake.info, intake.sha256,
                                               intake.size, record_id=ctx.job.uuid)
@@ -188,6 +191,9 @@ class PackageIngest:
             testpoints.reached("download.transferred")
             sink.finish()
             info = sink.inspector.finish()
+        except TransferLost:
+            sink.suspend()  # what is staged stays, for a new intake to continue from
+            raise
         except BaseException:
             sink.abort()
             raise

@@ -1,28 +1,32 @@
-"""A download's intake in a process of its own, so the API never shares a GIL with it.
+"""A download's intake in a worker process, so the API never shares a GIL with it.
 
 The intake's threads (two store copies, the sha256, the inspector, the pump that takes
 blocks from the transfer's child) each take the GIL thousands of times per GiB. In the
 service process every one of those hand-overs competes with the event loop: polls of a
 running download waited 45 ms at p99 for it, where the same polls answered by a second
-process on the same data directory waited 9 ms (docs/performance.md). So the service
-forks the intake, and the intake forks the protocol client in turn
-(``transfer/process.py``): the event loop's process runs none of a download's threads.
+process on the same data directory waited 9 ms (docs/performance.md). So the intake
+runs in one of the service's worker processes (``workers.py``), and the worker forks
+the protocol client (``transfer/process.py``) before it starts any of the intake's
+threads: the event loop's process runs none of a download's threads, and nothing forks
+a process that runs threads.
 
 What stays in the service: the job (its progress and state in the job store), the
-catalog and the decision to publish. The child only stages, transfers, hashes, inspects
-and flushes; it opens no database. It hands the flushed uploads back by their handles
-(``BlobStore.adopt``), and the service publishes them as it would its own.
+catalog and the decision to publish. The worker only stages, transfers, hashes,
+inspects and flushes; it opens no database. It hands the flushed uploads back by their
+handles (``BlobStore.adopt``), and the service publishes them as it would its own.
 
-The child is a forked helper as ``swdepot/forked.py`` describes. A shared page, a
-``ControlPage``, carries the stop flag (parent to child) and the progress (child to
-parent). Messages besides ``L`` and ``X``, child to parent: ``U`` JSON (the handles of
-uploads just opened: if the child dies, the parent throws them away), ``T`` size (every
-byte is in), ``E`` JSON (the end: the intake, an ONTAP error, or cancelled).
+Service to worker: ``J`` JSON (the task, as ``DownloadService.intake`` reads it: the
+job's row holds everything, the password only sealed); ``X`` (the end was received).
+The worker's :class:`~swdepot.transfer.control.ControlPage` carries the stop flag
+(service to worker) and the progress (worker to service). Worker to service: ``U`` JSON
+(the handles of uploads just opened: if the worker dies, the job's checkpoint names
+them), ``V`` JSON (the validator of the file), ``T`` size (every byte is in), ``E``
+JSON (the end: the intake, an ONTAP error, cancelled, or ``lost``: its transfer's
+process died, and a new intake may continue from what was staged).
 """
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import mmap
@@ -48,6 +52,7 @@ from swdepot.software.ingest import (
 )
 from swdepot.transfer.control import (
     IDENTIFIED,
+    Cancelled,
     Control,
     ControlPage,
     ForwardingControl,
@@ -56,48 +61,57 @@ from swdepot.transfer.control import (
     failed,
     raise_ending,
 )
+from swdepot.transfer.process import TransferLost
+from swdepot.workers import NoWorker, WorkerPool
 
 log = logging.getLogger(__name__)
 
-Take = Callable[[Control, IntakeEvents], Intake]
-
 _POLL_SECONDS = 0.1
-_OPENED, _TRANSFERRED, _END = b"U", b"T", b"E"
+_TASK, _OPENED, _TRANSFERRED, _END = b"J", b"U", b"T", b"E"
 
 
 class IntakeLost(OntapError):
-    """The intake's process ended without telling how (killed, crashed)."""
+    """The intake's process ended without telling how (killed, crashed), or its
+    transfer's did: a new intake may continue from what the job's checkpoint names."""
 
     def __init__(self) -> None:
         failure = failed("the download process ended unexpectedly")
         super().__init__(failure.code, failure.message)
 
 
-class IngestProcess:
-    """Runs an intake in a forked child; same result, same errors as on the job's thread."""
+class IntakeWorkers:
+    """Runs intakes in the pool's worker processes; same result, same errors as on the
+    job's thread."""
 
-    def __init__(self, repository: Repository, *, nice: int = 0) -> None:
+    def __init__(self, repository: Repository, pool: WorkerPool) -> None:
         self._repository = repository
-        self._nice = nice  # the child's CPU priority (swdepot/priority.py)
+        self._pool = pool
 
-    def run(self, ctx: JobContext, take: Take) -> Intake:
-        """Run ``take`` in a child process; the flushed uploads come back adopted."""
-        memory = mmap.mmap(-1, mmap.PAGESIZE, flags=mmap.MAP_SHARED)
-        page = ControlPage(memory)
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    def run(self, ctx: JobContext, task: dict[str, Any]) -> Intake:
+        """Run ``task`` in a worker; the flushed uploads come back adopted."""
         try:
-            pid = os.fork()
-            if pid == 0:  # pragma: no cover - the child's coverage is not collected
-                ours.close()
-                _child(take, page, theirs, self._nice)
-            theirs.close()
-            try:
-                return _Waiter(self._repository, ctx, page, ours).run()
-            finally:
-                forked.reap(pid)
-        finally:
-            ours.close()
-            memory.close()
+            with self._pool.lend(lambda: ctx.cancelled) as worker:
+                worker.page.reset()
+                try:
+                    worker.sock.send(_TASK + json.dumps(task).encode())
+                except OSError:
+                    raise IntakeLost() from None
+                result = _Waiter(ctx, worker.page, worker.sock).run()
+        except NoWorker:
+            if ctx.cancelled:
+                raise Cancelled() from None
+            raise OntapError(DOWNLOAD_FAILED, "Package download failed: no worker process "
+                             "could be started.") from None
+        return self._end(result)
+
+    def _end(self, result: dict[str, Any]) -> Intake:
+        if result.get("lost"):
+            raise IntakeLost()
+        raise_ending(result)
+        info = dict(result["info"])
+        return Intake(self._repository.adopt(result["handles"]),
+                      PackageInfo(**{**info, "kind": PackageKind(info["kind"])}),
+                      str(result["sha256"]), int(result["size"]))
 
 
 # --- parent ----------------------------------------------------------------------------
@@ -106,16 +120,15 @@ class IngestProcess:
 class _Waiter:
     """The job's thread while the child works: relays progress, cancel and log records."""
 
-    def __init__(self, repository: Repository, ctx: JobContext, page: ControlPage,
-                 sock: socket.socket) -> None:
-        self._repository = repository
+    def __init__(self, ctx: JobContext, page: ControlPage, sock: socket.socket) -> None:
         self._ctx = ctx
         self._control = JobControl(ctx)
         self._page = page
         self._sock = sock
         self._opened: list[list[str]] = []  # every set of uploads the child announced
 
-    def run(self) -> Intake:
+    def run(self) -> dict[str, Any]:
+        """The worker's ending (JSON); :class:`IntakeLost` if it died first."""
         for kind, body in forked.messages(self._sock, self._relay, every=_POLL_SECONDS):
             if kind == _OPENED:
                 self._opened.append(json.loads(body))
@@ -129,7 +142,8 @@ class _Waiter:
                 self._ctx.report(PROCESSING, bytes_done=size, bytes_total=size, force=True)
             elif kind == _END:
                 forked.say_goodbye(self._sock)
-                return self._end(json.loads(body))
+                result: dict[str, Any] = json.loads(body)
+                return result
             self._relay()
         # what it staged stays: the job's checkpoint names it, and a new intake may
         # continue from it (software/download.py), or the job removes it when it fails
@@ -141,52 +155,67 @@ class _Waiter:
         if self._control.cancelled:
             self._page.stop()
 
-    def _end(self, result: dict[str, Any]) -> Intake:
-        raise_ending(result)
-        info = dict(result["info"])
-        return Intake(self._repository.adopt(result["handles"]),
-                      PackageInfo(**{**info, "kind": PackageKind(info["kind"])}),
-                      str(result["sha256"]), int(result["size"]))
+
+# --- worker ---------------------------------------------------------------------------
+
+TaskIntake = Callable[[dict[str, Any], Control, IntakeEvents], Intake]
 
 
+def intake_role(take: TaskIntake, channel: forked.LogChannel, *, nice: int = 0
+                ) -> Callable[[list[int], dict[str, object]], None]:
+    """The zygote's role for an intake worker: ``take`` runs each task it is sent."""
 
-# --- child -----------------------------------------------------------------------------
+    def role(fds: list[int], args: dict[str, object]) -> None:  # pragma: no cover
+        _serve(take, channel, nice, fds)
+
+    return role
 
 
-def _child(take: Take, page: ControlPage, sock: socket.socket,
-           nice: int) -> None:  # pragma: no cover - runs in the child
-    """The child's whole life: run the intake, hand its uploads over, exit."""
-    status = 1
-    try:
-        gc.freeze()  # collections never visit the inherited objects: their pages stay shared
-        forked.detach(sock.fileno())
-        # the child's only thread: every thread it starts (the sink's workers, the
-        # inspector) and the transfer it forks inherit the priority
-        lower_this_thread(nice)
-        forked.forward_logs(sock)
-        result: dict[str, Any]
-        try:
-            intake = take(ForwardingControl(page, sock), _Messages(sock))
-            for upload in intake.staged.uploads:
-                upload.detach()
-            result = {"handles": [u.handle for u in intake.staged.uploads],
-                      "info": {**asdict(intake.info), "kind": intake.info.kind.value},
-                      "sha256": intake.sha256, "size": intake.size}
-        except OntapError as exc:
-            result = ending(exc)
-        except Exception:
-            log.exception("the download's intake failed unexpectedly")
-            result = {"code": DOWNLOAD_FAILED,
-                      "message": "Package download failed: internal error."}
+def _serve(take: TaskIntake, channel: forked.LogChannel, nice: int,
+           fds: list[int]) -> None:  # pragma: no cover - runs in a worker
+    """The worker's whole life: one task after another, until the service lets go."""
+    sock = socket.socket(fileno=fds[0])
+    memory = mmap.mmap(fds[1], mmap.PAGESIZE)  # holds a descriptor of its own
+    os.close(fds[1])
+    page = ControlPage(memory)
+    # the worker's only thread: every thread it starts (the sink's workers, the
+    # inspector) and the transfer it forks inherit the priority
+    lower_this_thread(nice)
+    forked.log_to(channel)
+    while True:
+        sock.settimeout(None)  # idle until the next task, or until the service lets go
+        message = sock.recv(1 << 16)
+        if not message:
+            return
+        if message[:1] != _TASK:
+            continue
+        result = _one(take, json.loads(message[1:]), page, sock)
         sock.send(_END + json.dumps(result).encode())
         forked.await_goodbye(sock)
-        status = 0
-    finally:
-        os._exit(status)
 
 
-class _Messages:  # pragma: no cover - runs in the child
-    """The intake's events, sent to the parent."""
+def _one(take: TaskIntake, task: dict[str, Any], page: ControlPage,
+         sock: socket.socket) -> dict[str, Any]:  # pragma: no cover - runs in a worker
+    """Run one intake; how it ended, as the service reads it."""
+    try:
+        intake = take(task, ForwardingControl(page, sock), _Messages(sock))
+        for upload in intake.staged.uploads:
+            upload.detach()
+        return {"handles": [u.handle for u in intake.staged.uploads],
+                "info": {**asdict(intake.info), "kind": intake.info.kind.value},
+                "sha256": intake.sha256, "size": intake.size}
+    except TransferLost:
+        log.warning("the transfer process of a download died; its intake ends")
+        return {"lost": True}
+    except OntapError as exc:
+        return ending(exc)
+    except Exception:
+        log.exception("the download's intake failed unexpectedly")
+        return {"code": DOWNLOAD_FAILED, "message": "Package download failed: internal error."}
+
+
+class _Messages:  # pragma: no cover - runs in a worker
+    """The intake's events, sent to the service."""
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock

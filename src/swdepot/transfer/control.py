@@ -90,6 +90,11 @@ class ControlPage:
         self._PROGRESS.pack_into(self._memory, self._progress_at, done,
                                  -1 if total is None else total)
 
+    def reset(self) -> None:
+        """Ready for the next task of a long-lived worker: not stopped, no progress."""
+        self._memory[self._stop_at] = 0
+        self._PROGRESS.pack_into(self._memory, self._progress_at, 0, -1)
+
     def stop(self) -> None:
         """Ask the child to end early (cancel, or the parent already knows it failed)."""
         self._memory[self._stop_at] = 1

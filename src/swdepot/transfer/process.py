@@ -5,19 +5,22 @@ Sharing a process with the sink's own threads (and, before the intake had a proc
 of its own, with the event loop), each of them waited, which cost the transfer a third
 of its speed. So the fetch runs in a forked child whose only Python thread is the
 transfer. It gathers the bytes into blocks of a shared memory ring and names each full
-block over a socket; the parent (the download's intake, ``software/ingest_process.py``,
-or the job thread where the intake has no process of its own) hands the block to the
-real :class:`~swdepot.transfer.sink.PackageSink` (store copies, sha256, inspector)
-without copying it, and gives the slot back once every consumer is done. The child
-holds only the URL, the credentials and its ring.
+block over a socket; the parent (the download's worker process,
+``software/ingest_process.py``) hands the block to the real
+:class:`~swdepot.transfer.sink.PackageSink` (store copies, sha256, inspector) without
+copying it, and gives the slot back once every consumer is done. The child holds only
+the URL, the credentials and its ring.
 
-The child is a forked helper as ``swdepot/forked.py`` describes (detached, logging
-through the parent, ending with ``os._exit``). Messages besides that module's ``L`` and
-``X``, child to parent: ``B`` slot, length (a filled block); ``R`` (the transfer must
-start again from zero); ``V`` JSON (the validator of the file, from the first response);
-``E`` JSON (the end: success, an ONTAP error, or cancelled).
-Parent to child: ``F`` slot, generation (a slot is free again); ``W`` (rewound: every
-slot is free, a new generation starts).
+The child is forked by :meth:`ForkingEngine.prepare` *before* the parent starts the
+sink's threads (a worker runs one intake at a time and has only its main thread
+between them), and waits for the offset to start from. It is a forked helper as
+``swdepot/forked.py`` describes (detached, logging through the parent, ending with
+``os._exit``). Messages besides that module's ``L`` and ``X``, child to parent: ``B``
+slot, length (a filled block); ``R`` (the transfer must start again from zero); ``V``
+JSON (the validator of the file, from the first response); ``E`` JSON (the end:
+success, an ONTAP error, or cancelled). Parent to child: ``G`` offset (start, after
+the bytes the sink already holds); ``F`` slot, generation (a slot is free again); ``W``
+(rewound: every slot is free, a new generation starts).
 The ring's last page is a :class:`~swdepot.transfer.control.ControlPage`: its stop flag
 asks the child to end early (cancel, or the parent's sink failed), and the child's
 progress is read from it.
@@ -60,36 +63,76 @@ SLOTS = POOL_BLOCKS
 _CONTROL = SLOTS * BLOCK_SIZE  # offset of the control page (ControlPage: stop, progress)
 _SLOT = struct.Struct("<II")
 _POLL_SECONDS = 0.1
+_GO = b"G"
+
+
+class TransferLost(OntapError):
+    """The transfer's process ended without telling how (killed, crashed): what it had
+    handed over is staged, and a new intake may continue from it."""
+
+    def __init__(self) -> None:
+        failure = failed("the transfer process ended unexpectedly")
+        super().__init__(failure.code, failure.message)
 
 
 class ForkingEngine:
-    """Runs an engine's ``fetch`` in a forked child; same signature, same errors."""
+    """Runs an engine's ``fetch`` in a forked child, forked before the caller starts
+    any thread (:meth:`prepare`); same errors as the engine."""
 
     def __init__(self, engine: Engine, *, nice: int = 0) -> None:
         self._engine = engine
         self._nice = nice  # the child's CPU priority (swdepot/priority.py)
 
-    def fetch(self, url: DownloadUrl, credentials: Credentials, sink: PackageSink,
-              control: Control, *, known: Validator | None = None) -> None:
-        """Stream ``url`` into ``sink``; raises the ONTAP error that ended the transfer."""
+    def prepare(self, url: DownloadUrl, credentials: Credentials, *, max_bytes: int,
+                known: Validator | None = None) -> PreparedTransfer:
+        """Fork the child now, while the caller still has one thread; it fetches once
+        the returned transfer is run with a sink (:meth:`PreparedTransfer.__call__`)."""
         ring = mmap.mmap(-1, _CONTROL + mmap.PAGESIZE, flags=mmap.MAP_SHARED)
         page = ControlPage(ring, _CONTROL)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            pid = os.fork()
-            if pid == 0:  # pragma: no cover - the child's coverage is not collected
-                ours.close()
-                _child(self._engine, url, credentials, known, sink.bytes_written,
-                       sink.max_bytes, ring, page, theirs, self._nice)
-            theirs.close()
-            try:
-                _Pump(ring, page, ours, sink, control).run()
-            finally:
-                forked.reap(pid)
-        finally:
+            pid = forked.fork()
+        except BaseException:
             ours.close()
-            with contextlib.suppress(BufferError):  # a view may outlive a crashed worker
-                ring.close()
+            theirs.close()
+            ring.close()
+            raise
+        if pid == 0:  # pragma: no cover - the child's coverage is not collected
+            ours.close()
+            _child(self._engine, url, credentials, known, max_bytes, ring, page, theirs,
+                   self._nice)
+        theirs.close()
+        return PreparedTransfer(pid, ring, page, ours)
+
+
+class PreparedTransfer:
+    """A forked transfer waiting for its sink: run it once (it is a ``Feed``), or close
+    it unused; either way the child is reaped."""
+
+    def __init__(self, pid: int, ring: mmap.mmap, page: ControlPage,
+                 sock: socket.socket) -> None:
+        self.pid = pid
+        self._ring = ring
+        self._page = page
+        self._sock = sock
+
+    def __call__(self, sink: PackageSink, control: Control) -> None:
+        """Stream into ``sink`` from ``sink.bytes_written`` on; raises the ONTAP error
+        that ended the transfer, :class:`TransferLost` if its process died."""
+        try:
+            self._sock.send(_GO + str(sink.bytes_written).encode())
+        except OSError:
+            raise TransferLost() from None
+        try:
+            _Pump(self._ring, self._page, self._sock, sink, control).run()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        forked.reap(self.pid)
+        self._sock.close()
+        with contextlib.suppress(BufferError):  # a view may outlive a crashed worker
+            self._ring.close()
 
 
 # --- parent ----------------------------------------------------------------------------
@@ -124,7 +167,7 @@ class _Pump:
                     forked.say_goodbye(self._sock)
                     self._end(json.loads(body))
                     return
-            raise failed("the transfer process ended unexpectedly")
+            raise TransferLost()
         finally:
             self._view.release()
 
@@ -174,17 +217,21 @@ class _Pump:
 
 
 def _child(engine: Engine, url: DownloadUrl, credentials: Credentials,
-           known: Validator | None, offset: int, max_bytes: int, ring: mmap.mmap,
+           known: Validator | None, max_bytes: int, ring: mmap.mmap,
            page: ControlPage, sock: socket.socket,
            nice: int) -> None:  # pragma: no cover
-    """The child's whole life: fetch into the ring, report how it ended, exit."""
+    """The child's whole life: wait for the offset to start from, fetch into the ring,
+    report how it ended, exit."""
     status = 1
     try:
         gc.disable()  # a collection would write to every object's page: copies of them all
         forked.detach(sock.fileno())
         lower_this_thread(nice)  # the child's only thread
         forked.forward_logs(sock)
-        sink = _RingSink(ring, page, sock, offset, max_bytes)
+        go = sock.recv(64)
+        if not go.startswith(_GO):
+            return  # closed unused
+        sink = _RingSink(ring, page, sock, int(go[1:]), max_bytes)
         result: dict[str, Any] = {"ok": True}
         try:
             engine.fetch(url, credentials, sink, ForwardingControl(page, sock), known=known)

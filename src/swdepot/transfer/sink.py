@@ -397,6 +397,15 @@ class PackageSink(BlockGatherer):
         self.abort()
         self._begin()
 
+    def suspend(self) -> None:
+        """Stop copying and inspecting, and let go of the uploads as they are: they stay
+        staged, for another intake to continue from (as after a crash)."""
+        for worker in self._workers:
+            worker.abort()
+        self.inspector.abort()
+        for upload in self.uploads:
+            upload.keep()
+
     def abort(self) -> None:
         """Stop copying and inspecting, and throw the uploads away (space is released)."""
         for worker in self._workers:
