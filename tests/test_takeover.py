@@ -5,6 +5,7 @@ from __future__ import annotations
 import filecmp
 import hashlib
 import os
+import signal
 from pathlib import Path
 
 from pkgfactory import make_package
@@ -87,6 +88,40 @@ def test_a_download_killed_at_40_percent_continues_from_its_staged_bytes(
     assert ranges[0].header("If-Range")  # the first response's ETag or Last-Modified
     assert ranges[0].status == 206
     _assert_stored_once(api, service_process.data_dir, pkg)
+    api.session.close()
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for task in Path(f"/proc/{pid}/task").iterdir()
+            for c in (task / "children").read_text().split()]
+
+
+def test_a_worker_killed_at_40_percent_is_replaced_and_the_job_continues(
+        service_process, http_server_noauth, content_dir):
+    """SIGKILL of the download's worker process alone (its transfer dies with it): the
+    service's supervisor forks a new worker through the zygote, and the job continues
+    on it from the staged bytes, asking only for the rest."""
+    size = 50 << 20
+    pkg = make_package(content_dir, "big.tgz", "9.15.1", size=size)
+    http_server_noauth.faults["/big.tgz"] = Fault("trickle", bytes_per_second=10 << 20)
+    api = service_process.start()
+    assert service_process.proc is not None
+    (zygote,) = _children(service_process.proc.pid)
+    (worker,) = _children(zygote)
+    uuid = api.post(DOWNLOAD, json={"url": http_server_noauth.url("big.tgz")}
+                    ).json()["job"]["uuid"]
+    api.wait_download_bytes(0.4 * size, timeout=60)
+    os.kill(worker, signal.SIGKILL)
+    http_server_noauth.faults.clear()
+    job = api.wait_job(uuid, timeout=60)
+    assert job["state"] == "success", job
+    ranges = [r.header("Range") for r in http_server_noauth.requests_for("/big.tgz")]
+    assert len(ranges) == 2 and ranges[0] is None, ranges
+    assert int(ranges[1].removeprefix("bytes=").removesuffix("-")) >= 8 << 20
+    _assert_stored_once(api, service_process.data_dir, pkg)
+    replacement = _children(zygote)
+    assert len(replacement) == 1 and replacement != [worker]
+    assert service_process.proc.poll() is None  # the service itself never stopped
     api.session.close()
 
 

@@ -231,6 +231,26 @@ def test_a_worker_killed_again_and_again_fails_the_job_and_leaves_nothing(
     assert swdepot.api.download(http_server_noauth.url("after.tgz"))["state"] == "success"
 
 
+def test_an_upload_during_a_download_gets_a_worker_of_its_own(swdepot, http_server_noauth,
+                                                               content_dir, tmp_path):
+    uuid = _start_slow_download(swdepot.api, http_server_noauth, content_dir, "long.tgz",
+                                "9.18.6")
+    downloading = _worker(swdepot)
+    _wait_for_child(downloading)  # its transfer: the worker is busy
+    pkg = make_package(tmp_path, "meanwhile.tgz", "9.18.7")
+    with pkg.open("rb") as fh:
+        response = swdepot.api.post("/api/cluster/software/upload?return_timeout=30",
+                                    files={"file": (pkg.name, fh)})
+    assert response.status_code == 201, response.text  # done, while the download runs
+    upload = swdepot.api.get(f"/api/cluster/jobs/{response.json()['job']['uuid']}").json()
+    assert upload["state"] == "success", upload
+    assert len(swdepot.service.workers.pids()) == 2  # one forked for the upload
+    assert swdepot.api.get(f"/api/cluster/jobs/{uuid}").json()["state"] == "running"
+    http_server_noauth.faults.clear()
+    assert swdepot.api.wait_job(uuid)["state"] == "success"
+    assert len(swdepot.service.workers.pids()) == 1  # the one forked for it, retired
+
+
 def test_closing_the_service_ends_its_zygote_and_workers(settings):
     service = Service(settings)
     service.start()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
+import signal
 import socket
 import ssl
-import threading
 import time
 from pathlib import Path
 
@@ -129,42 +131,91 @@ def test_duplicate_name_is_refused_before_the_body(api, tmp_path):
     assert response.json()["error"]["code"] == "10551327"
 
 
-def test_upload_streams_while_the_request_is_still_open(api, swdepot, tmp_path):
-    """The job has stored bytes before the client has sent them all (chunked body)."""
-    pkg = make_package(tmp_path, "stream-9.8.1.tgz", "9.8.1", size=6 << 20)
+def _held_back(pkg: Path, hold) -> tuple[dict[str, str], object]:
+    """A chunked multipart upload of ``pkg`` whose second half waits for ``hold()``."""
     data = pkg.read_bytes()
     boundary = "swdepot-test-boundary"
     head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
             f"filename=\"{pkg.name}\"\r\nContent-Type: application/octet-stream\r\n\r\n").encode()
     tail = f"\r\n--{boundary}--\r\n".encode()
-    half = threading.Event()
-    seen_progress: list[int] = []
 
     def body():
         yield head
         yield data[: len(data) // 2]
-        half.set()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:  # hold the rest back until the job shows bytes
-            jobs = api.get("/api/cluster/jobs?fields=description,state&state=running").json()
-            running = [j for j in jobs["records"] if "upload" in j["description"]]
-            if running:
-                job = api.get(f"/api/cluster/jobs/{running[0]['uuid']}").json()
-                seen_progress.append(job["state"] == "running")
-                staged = staging_files(swdepot)
-                if staged and all(p.stat().st_size > 0 for p in staged):
-                    break
-            time.sleep(0.05)
+        hold()
         yield data[len(data) // 2 :]
         yield tail
 
-    response = api.post(UPLOAD, data=body(),
-                        headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+    return {"content-type": f"multipart/form-data; boundary={boundary}"}, body()
+
+
+def _wait_for_staged_bytes(swdepot) -> list[Path]:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        staged = staging_files(swdepot)
+        if len(staged) == 2 and all(p.stat().st_size > 0 for p in staged):
+            return staged
+        time.sleep(0.05)
+    raise AssertionError("nothing was staged")
+
+
+def _open_in(pid: int) -> set[str]:
+    found = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            found.add(os.readlink(fd))
+    return found
+
+
+def test_upload_streams_while_the_request_is_still_open(api, swdepot, tmp_path):
+    """The job has stored bytes before the client has sent them all (chunked body)."""
+    pkg = make_package(tmp_path, "stream-9.8.1.tgz", "9.8.1", size=6 << 20)
+    seen: dict[str, object] = {}
+
+    def hold():  # the rest waits until the job shows bytes staged
+        staged = {str(p) for p in _wait_for_staged_bytes(swdepot)}
+        running = [j for j in api.get("/api/cluster/jobs?fields=description,state"
+                                      "&state=running").json()["records"]
+                   if "upload" in j["description"]]
+        seen["running"] = bool(running)
+        # staged, hashed and inspected by the worker process; the service holds none
+        worker = swdepot.service.workers.pids()[0]
+        seen["in worker"] = staged <= _open_in(worker)
+        seen["in service"] = staged & _open_in(os.getpid())
+
+    headers, body = _held_back(pkg, hold)
+    response = api.post(UPLOAD, data=body, headers=headers)
     assert response.status_code == 202, response.text
-    assert seen_progress and seen_progress[-1]
+    assert seen == {"running": True, "in worker": True, "in service": set()}
     assert api.wait_job(response.json()["job"]["uuid"])["state"] == "success"
     record = api.get("/api/cluster/software/packages/9.8.1").json()
     assert record["sha256"] == sha256(pkg)
+    assert staging_files(swdepot) == []
+
+
+def test_a_worker_killed_during_an_upload_fails_it_and_keeps_nothing(api, swdepot, tmp_path):
+    pkg = make_package(tmp_path, "killed-9.8.2.tgz", "9.8.2", size=6 << 20)
+    killed: list[int] = []
+
+    def hold():
+        _wait_for_staged_bytes(swdepot)
+        killed.append(swdepot.service.workers.pids()[0])
+        os.kill(killed[0], signal.SIGKILL)
+
+    headers, body = _held_back(pkg, hold)
+    response = api.post(UPLOAD, data=body, headers=headers)
+    job = api.wait_job(response.json()["job"]["uuid"])
+    assert job["state"] == "failure" and job["code"] == 10551801, job
+    assert "the worker process receiving it ended" in job["message"]
+    assert staging_files(swdepot) == [] and stored_files(swdepot) == []
+    deadline = time.monotonic() + 20  # a new worker takes the next upload
+    while swdepot.service.workers.pids() in ([], killed):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    again = make_package(tmp_path, "again-9.8.3.tgz", "9.8.3")
+    with again.open("rb") as fh:
+        response = api.post(UPLOAD, files={"file": (again.name, fh)})
+    assert api.wait_job(response.json()["job"]["uuid"])["state"] == "success"
 
 
 def test_client_disconnect_fails_the_job_and_keeps_nothing(api, swdepot, tmp_path):

@@ -57,8 +57,9 @@ class Settings:
     # transfer in a child of that, so neither the API nor libcurl's per-16-KiB callbacks
     # wait for a GIL another part holds (docs/performance.md). False: on a service thread.
     transfer_process: bool = True
-    # Worker processes kept for intakes (with transfer_process); one download runs at a
-    # time, so one is enough; a dead one is replaced at once.
+    # Worker processes kept ready for intakes (with transfer_process): one download runs
+    # at a time, so one is enough; more are forked while all are busy (an upload during a
+    # download), up to job_workers, and retired once idle. A dead one is replaced at once.
     worker_processes: int = 1
     # CPU priority (nice, 0-19) of a download's child processes (intake and transfer, every
     # thread of theirs), so that when the CPU is short a poll does not wait behind the

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
 LOG = b"L"
 GOODBYE = b"X"
 
@@ -76,6 +77,13 @@ def detach(*keep: int) -> None:  # pragma: no cover - runs in a child
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() == 1:  # the parent died before the line above took effect
         os._exit(1)
+
+
+def become_subreaper() -> None:  # pragma: no cover - runs in the zygote
+    """Orphaned descendants (a dead worker's transfer) become this process's children,
+    for it to reap, instead of init's (which in a container may never reap them)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1)
 
 
 class LogForwarder(logging.Handler):  # pragma: no cover - runs in a child

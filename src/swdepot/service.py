@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from swdepot import forked
 from swdepot.auth import ADMIN, Authenticator, PendingHash, hash_password
@@ -40,13 +41,14 @@ from swdepot.repository.repository import Repository
 from swdepot.repository.store import LocalDirStore
 from swdepot.sealing import Sealer
 from swdepot.software.download import DownloadService
-from swdepot.software.ingest import PackageIngest
-from swdepot.software.ingest_process import IntakeWorkers, intake_role
+from swdepot.software.ingest import Intake, IntakeEvents, PackageIngest
+from swdepot.software.ingest_process import Body, IntakeWorkers, intake_role
 from swdepot.software.jobcontrol import JobControl
 from swdepot.software.packages import PackageService
 from swdepot.software.profile import ClusterProfile
 from swdepot.software.update import Pace
 from swdepot.software.upload import UploadService
+from swdepot.transfer.control import Control
 from swdepot.transfer.curl import CurlOptions
 from swdepot.transfer.engine import Engine, TransferEngine
 from swdepot.transfer.process import ForkingEngine
@@ -111,7 +113,8 @@ class Service:
         elsewhere: IntakeWorkers | None = None
         if settings.transfer_process and hasattr(os, "fork"):
             engine = ForkingEngine(engine, nice=settings.transfer_nice)
-            self.workers = WorkerPool("intake", settings.worker_processes)
+            self.workers = WorkerPool("intake", settings.worker_processes,
+                                      limit=settings.job_workers)
             elsewhere = IntakeWorkers(self.repository, self.workers)
         self.ingest = PackageIngest(self.repository, self.validation_policy,
                                     settings.max_package_bytes)
@@ -123,7 +126,7 @@ class Service:
         self.uploads = UploadService(
             runner=self.runner, repository=self.repository, ingest=self.ingest, node=node,
             min_free_bytes=settings.min_free_bytes, max_duration=settings.max_duration,
-            update_in_progress=self.profile.update_in_progress,
+            update_in_progress=self.profile.update_in_progress, elsewhere=elsewhere,
         )
         self.packages = PackageService(runner=self.runner,
                                        repository=self.repository, node=node,
@@ -161,10 +164,17 @@ class Service:
         if self.workers is None:
             return
         channel = self._log_channel = LogChannel()
-        role = intake_role(self.downloads.intake, channel, nice=self.settings.transfer_nice)
+        role = intake_role(self._intake, channel, nice=self.settings.transfer_nice)
         zygote = Zygote.start({"intake": role}, keep=[channel.writer_fd])
         self._log_listener = forked.listen(channel)
         self.workers.start(zygote)
+
+    def _intake(self, task: dict[str, Any], control: Control, events: IntakeEvents,
+                body: Body) -> Intake:
+        """A worker's task, to the service that knows its kind (runs in the worker)."""
+        if task.get("kind") == "upload":
+            return self.uploads.intake(task, control, events, body)
+        return self.downloads.intake(task, control, events)
 
     def _staged_by_active_jobs(self) -> set[str]:
         """The staged uploads active jobs' checkpoints name: a taker-over continues them."""

@@ -9,6 +9,10 @@ is and what each message means is up to the role the worker runs
 (``software/ingest_process.py``). Workers log through the service
 (:class:`~swdepot.forked.LogChannel`).
 
+A pool keeps ``count`` workers ready and forks more while all of them are busy (a
+download runs for an hour; an upload must not wait for it), up to ``limit``; a worker
+handed back when enough are ready is retired.
+
 Supervision: a worker whose socket closes (it died: killed, crashed, out of memory) is
 replaced by a new one, at once when its task notices, otherwise within
 :data:`CHECK_SECONDS` by the supervisor thread. A task hands its worker back only if it
@@ -74,12 +78,14 @@ class Worker:
 
 
 class WorkerPool:
-    """``count`` workers of one role, each lent to one task at a time."""
+    """Workers of one role, each lent to one task at a time: ``count`` kept ready, more
+    forked while every one is busy (up to ``limit``), and those retired again once idle."""
 
-    def __init__(self, role: str, count: int = 1) -> None:
+    def __init__(self, role: str, count: int = 1, *, limit: int = 4) -> None:
         self._zygote: Zygote | None = None
         self._role = role
         self._count = max(1, count)
+        self._limit = max(self._count, limit)
         self._idle: list[Worker] = []
         self._lent: set[Worker] = set()
         self._changed = threading.Condition()
@@ -118,11 +124,20 @@ class WorkerPool:
             return
         with self._changed:
             self._lent.discard(worker)
-            self._idle.append(worker)
-            self._changed.notify()
+            retire = len(self._idle) >= self._count
+            if not retire:
+                self._idle.append(worker)
+                self._changed.notify()
+        if retire:  # one forked for a busy moment: it exits when its socket closes
+            worker.close()
 
     def _take(self, cancelled: Callable[[], bool]) -> Worker:
         while True:
+            with self._changed:
+                grow = not self._idle and len(self._lent) < self._limit
+            if grow:
+                with contextlib.suppress(NoWorker):  # then wait for a busy one
+                    self._add()
             with self._changed:
                 while not self._idle:
                     if self._stop.is_set() or cancelled():

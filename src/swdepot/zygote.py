@@ -16,8 +16,9 @@ Contract:
   that moment; the roles it can run are fixed then.
 - :meth:`Zygote.spawn` asks for a child of a named role and hands it descriptors
   (``SCM_RIGHTS``); it returns the child's pid. Safe from any thread.
-- The zygote dies with the service (``PR_SET_PDEATHSIG``), reaps its children, and
-  exits when the service closes its socket. Its children die with it.
+- The zygote dies with the service (``PR_SET_PDEATHSIG``), reaps its children (and,
+  as their subreaper, their orphans: a dead worker's transfer), and exits when the
+  service closes its socket, killing and reaping what is left. Its children die with it.
 """
 
 from __future__ import annotations
@@ -109,14 +110,16 @@ def _serve(sock: socket.socket, roles: dict[str, Role],
            keep: Sequence[int]) -> None:  # pragma: no cover - runs in the zygote
     """The zygote's whole life: fork a child per request, reap them, exit with the service."""
     status = 1
+    children: set[int] = set()
     try:
         forked.detach(sock.fileno(), *keep)
+        forked.become_subreaper()
         gc.freeze()  # inherited objects are never visited: their pages stay shared
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is the service's
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         sock.settimeout(1.0)
         while True:
-            _reap_children()
+            children -= _reap_children()
             try:
                 message, fds, _, _ = socket.recv_fds(sock, 65536, _MAX_FDS)
             except TimeoutError:
@@ -136,9 +139,12 @@ def _serve(sock: socket.socket, roles: dict[str, Role],
                     _child(role, fds, request["args"], keep)
             for fd in fds:
                 os.close(fd)
+            if pid > 0:
+                children.add(pid)
             sock.send(str(pid).encode())
         status = 0
     finally:
+        _end_children(children)
         os._exit(status)
 
 
@@ -156,9 +162,24 @@ def _child(role: Role, fds: list[int], args: dict[str, object],
         os._exit(status)
 
 
-def _reap_children() -> None:  # pragma: no cover - runs in the zygote
+def _reap_children() -> set[int]:  # pragma: no cover - runs in the zygote
+    """The children that ended since the last call (reaped: no zombie stays)."""
+    ended = set()
     with contextlib.suppress(ChildProcessError):
         while True:
             pid, _ = os.waitpid(-1, os.WNOHANG)
             if pid == 0:
-                return
+                break
+            ended.add(pid)
+    return ended
+
+
+def _end_children(children: set[int]) -> None:  # pragma: no cover - runs in the zygote
+    """Kill and reap every child still there: none outlives the zygote as an orphan
+    (whose zombie a container's init may never reap)."""
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        while True:
+            os.waitpid(-1, 0)

@@ -272,7 +272,7 @@ class DownloadService:
 def _task(job: Job, resume: ResumePoint | None, known: Validator | None) -> dict[str, Any]:
     """What a worker needs to run the job's intake (:meth:`DownloadService.intake`): the
     row's parameters (the password sealed, as stored) and where to continue from."""
-    return {"uuid": job.uuid, "params": job.params, "target": job.target,
+    return {"kind": "download", "uuid": job.uuid, "params": job.params, "target": job.target,
             "known": known.to_json() if known is not None else None,
             "resume": ({"handles": list(resume.handles), "length": resume.length}
                        if resume is not None else None)}

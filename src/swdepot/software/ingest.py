@@ -13,7 +13,7 @@ record that makes the package visible, always happens in the job's process.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -108,10 +108,12 @@ def record_validator(ctx: JobContext, validator: Validator) -> None:
 
 
 class IntakeRunner(Protocol):
-    """Runs a download's intake elsewhere (a worker process) on behalf of the job ``ctx``:
-    ``task`` says what to take, as data (``DownloadService.intake`` reads it there)."""
+    """Runs an intake elsewhere (a worker process) on behalf of the job ``ctx``: ``task``
+    says what to take, as data (``DownloadService.intake`` or ``UploadService.intake``
+    reads it there); ``body``, the bytes to send there, if this process receives them."""
 
-    def run(self, ctx: JobContext, task: dict[str, Any]) -> Intake: ...
+    def run(self, ctx: JobContext, task: dict[str, Any],
+            body: Iterable[bytes] | None = None) -> Intake: ...
 
 
 class PackageIngest:

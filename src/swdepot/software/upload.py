@@ -4,7 +4,10 @@ The HTTP layer parses the multipart body as it arrives and hands the file's byte
 an :class:`UploadIntake` (a bounded channel, so memory stays constant however large the
 file). The upload job on the other side takes them through the same
 :class:`~swdepot.software.ingest.PackageIngest` path as a download: staged on every node
-store, hashed, inspected, published.
+store, hashed, inspected, published. With worker processes (the default) the job sends
+the bytes on to a worker, which stages, hashes and inspects them
+(``software/ingest_process.py``), so none of that shares the API's GIL; the job only
+publishes.
 
 [decision] Uploads do not share the one-download-at-a-time slot: ONTAP documents no
 "operation already in progress" code for uploads, and the catalog's unique constraints
@@ -16,8 +19,9 @@ from __future__ import annotations
 import errno
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from swdepot.errors import (
     UPLOAD_INTERNAL,
@@ -34,7 +38,9 @@ from swdepot.packages.naming import MAX_NAME_BYTES
 from swdepot.packages.streams import Cancelled, ChunkChannel
 from swdepot.repository.repository import Repository
 from swdepot.software.download import update_running
-from swdepot.software.ingest import PackageIngest
+from swdepot.software.ingest import Intake, IntakeEvents, IntakeRunner, PackageIngest
+from swdepot.software.ingest_process import IntakeLost
+from swdepot.transfer.control import Control
 from swdepot.transfer.sink import PackageSink
 
 log = logging.getLogger(__name__)
@@ -90,7 +96,11 @@ class UploadService:
 
     def __init__(self, *, runner: JobRunner, repository: Repository, ingest: PackageIngest,
                  node: str, min_free_bytes: int, max_duration: float,
-                 update_in_progress: Callable[[], bool] = lambda: False) -> None:
+                 update_in_progress: Callable[[], bool] = lambda: False,
+                 elsewhere: IntakeRunner | None = None) -> None:
+        """``elsewhere``: where the intake (copies, sha256, inspection) runs, if not on
+        the job's thread: a worker process, which runs :meth:`intake`."""
+        self._elsewhere = elsewhere
         self._runner = runner
         self._repository = repository
         self._ingest = ingest
@@ -137,8 +147,16 @@ class UploadService:
         timer.start()
         ctx.on_cancel(lambda: intake.abort(interrupted("the upload was canceled")))
         try:
-            record = self._ingest.receive(
-                ctx, name, lambda sink, _control: self._drain(ctx, intake, sink))
+            if self._elsewhere is not None:
+                task = {"kind": "upload", "uuid": ctx.job.uuid, "file_name": name}
+                taken = self._elsewhere.run(ctx, task, body=_chunks(intake))
+                record = self._ingest.publish(ctx, taken)
+            else:
+                record = self._ingest.receive(
+                    ctx, name, lambda sink, _control: self._drain(ctx, intake, sink))
+        except IntakeLost:
+            self._repository.discard_staged(ctx.job.checkpoint.get("staged", []))
+            raise interrupted("the worker process receiving it ended") from None
         except Cancelled:
             if expired.is_set():
                 raise OntapError(UPLOAD_TIME_LIMIT, "Package upload failed: the upload took "
@@ -173,3 +191,26 @@ class UploadService:
         while chunk := intake.channel.read(READ_CHUNK):
             sink.write(chunk)
             ctx.report(bytes_done=sink.bytes_written)
+
+    def intake(self, task: dict[str, Any], control: Control, events: IntakeEvents,
+               body: Callable[[], bytes | None]) -> Intake:
+        """An upload's intake in a worker process: ``body`` gives the bytes the service
+        receives, until None."""
+
+        def feed(sink: PackageSink, _control: Control) -> None:
+            while (chunk := body()) is not None:
+                sink.write(chunk)
+                control.progress(sink.bytes_written, None)
+
+        try:
+            return self._ingest.take(str(task["file_name"]), feed, control, events)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise no_space() from exc
+            raise
+
+
+def _chunks(intake: UploadIntake) -> Iterator[bytes]:
+    """The file's bytes as the request delivers them (raises ``Cancelled`` if stopped)."""
+    while chunk := intake.channel.read(READ_CHUNK):
+        yield chunk
