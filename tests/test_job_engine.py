@@ -1,7 +1,8 @@
 """The durable job engine (jobs/runner.py): claims, leases, take-over and persisted cancel.
 
-Real SQLite files; each runner has its own database connection, as separate processes
-have, so the store's locking — not anything in this process — decides every race.
+On both engines (``engine``: a real SQLite file, a real PostgreSQL database); each
+runner has its own database connection, as separate processes have, so the store's
+locking — not anything in this process — decides every race.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -42,9 +42,8 @@ def wait_for(predicate, timeout: float = 20.0) -> None:
 @given(jobs=st.integers(min_value=1, max_value=30),
        runners=st.integers(min_value=2, max_value=4),
        workers=st.integers(min_value=1, max_value=3))
-def test_many_jobs_and_racing_workers_run_every_job_exactly_once(tmp_path_factory, jobs,
-                                                                 runners, workers):
-    path = tmp_path_factory.mktemp("race") / "jobs.db"
+def test_many_jobs_and_racing_workers_run_every_job_exactly_once(engine, jobs, runners,
+                                                                 workers):
     ran: Counter[str] = Counter()
     lock = threading.Lock()
 
@@ -54,11 +53,10 @@ def test_many_jobs_and_racing_workers_run_every_job_exactly_once(tmp_path_factor
         time.sleep(0.001)
         return "success"
 
-    databases = [Database(path) for _ in range(runners + 1)]
-    producer = SqliteJobStore(databases[0])
+    producer = engine.job_store()
     engines = []
     for n in range(runners):
-        runner = JobRunner(SqliteJobStore(databases[n + 1]), node=f"node-{n}",
+        runner = JobRunner(engine.job_store(), node=f"node-{n}",
                            workers=workers, poll_interval=0.005, claim_interval=0.005)
         runner.register(JobKind.DELETE_PACKAGE, work)
         engines.append(runner)
@@ -72,15 +70,12 @@ def test_many_jobs_and_racing_workers_run_every_job_exactly_once(tmp_path_factor
     finally:
         for runner in engines:
             runner.shutdown()
-        for db in databases:
-            db.close()
     assert ran == Counter({job.uuid: 1 for job in queued})
 
 
-def test_an_expired_lease_is_taken_over_and_the_old_owner_can_no_longer_write(tmp_path):
-    path = tmp_path / "jobs.db"
+def test_an_expired_lease_is_taken_over_and_the_old_owner_can_no_longer_write(engine):
     clock = [1000.0]
-    hung_store, live_store = SqliteJobStore(Database(path)), SqliteJobStore(Database(path))
+    hung_store, live_store = engine.job_store(), engine.job_store()
     hung = JobRunner(hung_store, node="node-1", lease_seconds=10, clock=lambda: clock[0])
     live = JobRunner(live_store, node="node-2", lease_seconds=10, clock=lambda: clock[0])
     started, release = threading.Event(), threading.Event()
@@ -123,11 +118,10 @@ def test_an_expired_lease_is_taken_over_and_the_old_owner_can_no_longer_write(tm
         live.shutdown()
 
 
-def test_a_cancel_written_by_one_process_stops_the_job_another_runs(tmp_path):
+def test_a_cancel_written_by_one_process_stops_the_job_another_runs(engine):
     """The other process only writes the request; the owner's next keeper round (every
     ``poll_interval``, 0.25 s by default) stops the work."""
-    path = tmp_path / "jobs.db"
-    owner_store, other_store = SqliteJobStore(Database(path)), SqliteJobStore(Database(path))
+    owner_store, other_store = engine.job_store(), engine.job_store()
     runner = JobRunner(owner_store, node="node-1")
     elsewhere = JobRunner(other_store, node="node-2")
 
@@ -153,15 +147,13 @@ def test_a_cancel_written_by_one_process_stops_the_job_another_runs(tmp_path):
         elsewhere.shutdown()
 
 
-def test_passwords_are_sealed_in_the_row_and_wiped_when_the_job_ends(tmp_path):
-    path = tmp_path / "jobs.db"
-    store = SqliteJobStore(Database(path))
+def test_passwords_are_sealed_in_the_row_and_wiped_when_the_job_ends(engine, tmp_path):
+    store = engine.job_store()
     sealer = Sealer(tmp_path / "secrets" / "job.key")
     job = delete_job()
     job = job.with_changes(params={"secret": sealer.seal("hunter2-password", job.uuid)})
     store.insert(job)
-    raw = sqlite3.connect(path).execute("SELECT * FROM jobs").fetchall()
-    assert "hunter2-password" not in repr(raw)
+    assert "hunter2-password" not in repr(engine.rows("SELECT * FROM jobs"))
     stored = store.get(job.uuid)
     assert sealer.open(stored.params["secret"], job.uuid) == "hunter2-password"
     with pytest.raises(SealBroken):  # bound to its job: useless in another row
@@ -170,8 +162,8 @@ def test_passwords_are_sealed_in_the_row_and_wiped_when_the_job_ends(tmp_path):
         Sealer(tmp_path / "other.key").open(stored.params["secret"], job.uuid)
     assert (tmp_path / "secrets" / "job.key").stat().st_mode & 0o077 == 0
     store.transition(job.uuid, JobState.SUCCESS, "success", end_time=1.0)
-    row = sqlite3.connect(path).execute("SELECT params, owner FROM jobs").fetchone()
-    assert json.loads(row[0]) == {} and row[1] is None
+    ((params, owner),) = engine.rows("SELECT params, owner FROM jobs")
+    assert (json.loads(params) if isinstance(params, str) else params) == {} and owner is None
 
 
 def test_a_database_of_the_previous_version_gains_the_engine_columns(tmp_path):
@@ -193,14 +185,14 @@ def test_a_database_of_the_previous_version_gains_the_engine_columns(tmp_path):
     assert old.state is JobState.SUCCESS
 
 
-def test_a_dead_predecessor_of_this_node_is_taken_over_at_once(tmp_path: Path):
+def test_a_dead_predecessor_of_this_node_is_taken_over_at_once(engine):
     """Its lease has not run out, but the node lock proves the process is gone."""
-    store = SqliteJobStore(Database(tmp_path / "jobs.db"))
+    store = engine.job_store()
     job = delete_job()
     store.insert(job, owner="node-1/4242/dead", lease_until=time.time() + 3600)
     store.transition(job.uuid, JobState.RUNNING, "running", start_time=1.0)
     restarted = JobRunner(store, node="node-1")
-    other_node = JobRunner(SqliteJobStore(Database(tmp_path / "jobs.db")), node="node-2")
+    other_node = JobRunner(engine.job_store(), node="node-2")
     seen: list[bool] = []
     for runner in (restarted, other_node):
         runner.register(JobKind.DELETE_PACKAGE,

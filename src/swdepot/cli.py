@@ -12,6 +12,7 @@ from swdepot.auth import ADMIN, READONLY
 from swdepot.client.arguments import register as register_client_commands
 
 ENV_PASSWORD = "SWDEPOT_ADMIN_PASSWORD"
+ENV_DATABASE = "SWDEPOT_DATABASE"
 ENV_USER_PASSWORD = "SWDEPOT_USER_PASSWORD"
 ROLES = (ADMIN, READONLY)
 
@@ -25,6 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8443)")
     serve.add_argument("--data-dir", type=Path, help="where the database and packages live")
+    serve.add_argument("--database", help="postgresql://USER@HOST:PORT/DBNAME for cluster "
+                       "mode (also SWDEPOT_DATABASE; default: SQLite in the data directory)")
     serve.add_argument("--node-name", help="which cluster node this process is (default: the "
                        "first configured node); processes sharing a data directory need "
                        "different names")
@@ -58,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     for command in (add, remove, usub.choices["list"]):
         command.add_argument("--config", type=Path, help="TOML settings file")
         command.add_argument("--data-dir", type=Path, help="the service's data directory")
+        command.add_argument("--database", help="the service's PostgreSQL URL, if it has one "
+                             "(also SWDEPOT_DATABASE)")
 
     package = sub.add_parser("package", help="build, sign, download and manage packages")
     psub = package.add_subparsers(dest="package_command", required=True)
@@ -76,6 +81,8 @@ def _parser() -> argparse.ArgumentParser:
                              "recorded sha256; exit status 1 if anything is wrong")
     verify.add_argument("--config", type=Path, help="TOML settings file")
     verify.add_argument("--data-dir", type=Path, help="where the database and packages live")
+    verify.add_argument("--database", help="the service's PostgreSQL URL, if it has one "
+                        "(also SWDEPOT_DATABASE)")
     verify.add_argument("--repair", action="store_true",
                         help="rewrite bad or missing copies from a good one; remove orphans")
     register_client_commands(sub, psub)
@@ -114,6 +121,7 @@ def _serve(args: argparse.Namespace) -> int:
         ca_files=tuple(args.ca_file) if args.ca_file else None,
         allowed_networks=tuple(args.allow_network) if args.allow_network else None,
         require_signatures=args.require_signatures, node_name=args.node_name,
+        database=_database(args),
     )
     try:
         given = settings.given_admin_password()
@@ -132,6 +140,13 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _database(args: argparse.Namespace) -> str | None:
+    """``--database``, else ``SWDEPOT_DATABASE``, else None (the settings file's, or SQLite)."""
+    import os
+
+    return getattr(args, "database", None) or os.environ.get(ENV_DATABASE) or None
+
+
 def _user(args: argparse.Namespace) -> int:
     """Users live in the service's database, so a running service sees changes at once
     (a changed password or role after its five-minute credential cache)."""
@@ -140,12 +155,12 @@ def _user(args: argparse.Namespace) -> int:
 
     from swdepot.auth import hash_password
     from swdepot.config import load_settings
-    from swdepot.persistence.sqlite import Database, SqliteUserStore
+    from swdepot.persistence.stores import open_stores
 
-    settings = load_settings(args.config, data_dir=args.data_dir)
-    db = Database(settings.database_path)
+    settings = load_settings(args.config, data_dir=args.data_dir, database=_database(args))
+    stores = open_stores(settings)
     try:
-        users = SqliteUserStore(db)
+        users = stores.users
         if args.user_command == "list":
             for name, role in users.all():
                 print(f"{name}\t{role}")
@@ -174,7 +189,7 @@ def _user(args: argparse.Namespace) -> int:
         print(f"user {args.name!r} stored with role {args.role}")
         return 0
     finally:
-        db.close()
+        stores.close()
 
 
 def _package(args: argparse.Namespace) -> int:
@@ -198,18 +213,18 @@ def _package(args: argparse.Namespace) -> int:
 
 def _repository(args: argparse.Namespace) -> int:
     from swdepot.config import load_settings
-    from swdepot.persistence.sqlite import Database
+    from swdepot.persistence.stores import open_stores
     from swdepot.service import open_repository
 
-    settings = load_settings(args.config, data_dir=args.data_dir)
-    if not settings.database_path.is_file():
+    settings = load_settings(args.config, data_dir=args.data_dir, database=_database(args))
+    if settings.database is None and not settings.database_path.is_file():
         print(f"swdepot: no repository at {settings.data_dir}", file=sys.stderr)
         return 2
-    db = Database(settings.database_path)
+    stores = open_stores(settings)
     try:
-        report = open_repository(settings, db).verify(repair=args.repair)
+        report = open_repository(settings, stores.catalog).verify(repair=args.repair)
     finally:
-        db.close()
+        stores.close()
     for damage in report.damaged:
         fix = f"repaired from {damage.repaired_from}" if damage.repaired_from else "NOT repaired"
         print(f"{damage.store}: {damage.problem} copy of {damage.file_name}: {fix}")

@@ -100,6 +100,10 @@ class Settings:
     # The key download passwords are sealed with in the job rows (sealing.py); default
     # secrets/job.key in the data directory. Nodes sharing a database share this file.
     job_key_file: Path | None = None
+    # Where jobs, the catalog, users, the profile and leases live: None is SQLite in the
+    # data directory (swdepot.db); postgresql://USER@HOST:PORT/DBNAME is cluster mode,
+    # one database shared by every node (persistence/stores.py).
+    database: str | None = None
     # Software update: how long one simulated step takes, and one of `stabilize_minutes`
     update_step_seconds: float = 30.0
     update_minute_seconds: float = 60.0

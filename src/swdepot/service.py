@@ -29,14 +29,8 @@ from swdepot.metrics import MeteredJobStore, Metrics
 from swdepot.nodelock import NodeLock
 from swdepot.packages.manifest import load_trusted_keys
 from swdepot.packages.model import ValidationPolicy
-from swdepot.persistence.sqlite import (
-    Database,
-    SqliteJobStore,
-    SqliteLeases,
-    SqlitePackageCatalog,
-    SqliteProfileStore,
-    SqliteUserStore,
-)
+from swdepot.persistence.stores import open_stores
+from swdepot.repository.catalog import PackageCatalog
 from swdepot.repository.repository import Repository
 from swdepot.repository.store import LocalDirStore
 from swdepot.sealing import Sealer
@@ -75,22 +69,22 @@ class Service:
             raise
 
     def _build(self, settings: Settings) -> None:
-        self.db = Database(settings.database_path)
+        self.stores = open_stores(settings)
         self.metrics = Metrics()
-        self.jobs = MeteredJobStore(RunningJobCache(SqliteJobStore(self.db)), self.metrics)
-        self.users = SqliteUserStore(self.db)
+        self.jobs = MeteredJobStore(RunningJobCache(self.stores.jobs), self.metrics)
+        self.users = self.stores.users
         self.authenticator = Authenticator(
             self.users, limiter=LoginLimiter(settings.login_max_failures,
                                              settings.login_failure_window))
-        self.repository = open_repository(settings, self.db, owner=settings.node)
+        self.repository = open_repository(settings, self.stores.catalog, owner=settings.node)
         self.metrics.watch(self.jobs, self.repository.catalog)
         self.runner = JobRunner(self.jobs, node=settings.node, workers=settings.job_workers,
                                 lease_seconds=settings.job_lease_seconds)
         self.profile = ClusterProfile(
-            settings.cluster, SqliteProfileStore(self.db), repository=self.repository,
+            settings.cluster, self.stores.profile, repository=self.repository,
             runner=self.runner, node=settings.node,
             pace=Pace(settings.update_step_seconds, settings.update_minute_seconds),
-            leases=SqliteLeases(self.db), lease_seconds=settings.job_lease_seconds,
+            leases=self.stores.leases, lease_seconds=settings.job_lease_seconds,
         )
         node = settings.node
         engine: Engine = TransferEngine(
@@ -254,19 +248,19 @@ class Service:
         if self._log_channel is not None:
             self._log_channel.close()
             self._log_channel = None
-        self.db.close()
+        self.stores.close()
         self.lock.release()
 
 
-def open_repository(settings: Settings, db: Database, *, owner: str = "operator"
-                    ) -> Repository:
+def open_repository(settings: Settings, catalog: PackageCatalog, *,
+                    owner: str = "operator") -> Repository:
     """The catalog and both node stores, as the service and the operator commands use them.
 
     ``owner`` stages uploads in a directory of its own (a node name for a service).
     """
     primary, secondary = settings.store_roots
     return Repository(
-        SqlitePackageCatalog(db),
+        catalog,
         [LocalDirStore(primary, settings.cluster.nodes[0], owner),
          LocalDirStore(secondary, settings.cluster.nodes[-1], owner)],
         orphan_grace=settings.orphan_grace, abandoned_after=settings.abandoned_staging_after,

@@ -1,7 +1,8 @@
 """SQLite implementation of the job store and the package catalog.
 
 WAL with ``synchronous=FULL``: readers never wait for writers and a committed row
-survives a power cut. Each thread gets its own connection (sqlite3 objects must not
+survives a power cut. The schema is ``persistence/migrations.py``'s, versioned in
+``PRAGMA user_version``. Each thread gets its own connection (sqlite3 objects must not
 be shared across threads). Cross-process rules live in the schema: a partial unique
 index allows one active download, unique indexes keep file names and image versions
 unique.
@@ -20,81 +21,12 @@ from typing import Any
 from swdepot.jobs.model import ACTIVE_STATES, Job, JobKind, JobState, Progress
 from swdepot.jobs.store import LeaseLost, SlotTaken
 from swdepot.packages.model import PackageKind
+from swdepot.persistence.migrations import migrate_sqlite
+from swdepot.persistence.rows import job_from_row, package_from_row
 from swdepot.repository.catalog import DuplicateName, DuplicateVersion, PackageRecord
 from swdepot.software.update import ProfileState
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    uuid TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    description TEXT NOT NULL,
-    state TEXT NOT NULL,
-    message TEXT NOT NULL,
-    code INTEGER NOT NULL DEFAULT 0,
-    created_at REAL NOT NULL,
-    start_time REAL,
-    end_time REAL,
-    node TEXT NOT NULL DEFAULT '',
-    target TEXT,
-    bytes_done INTEGER NOT NULL DEFAULT 0,
-    bytes_total INTEGER,
-    speed REAL NOT NULL DEFAULT 0,
-    exclusive INTEGER NOT NULL DEFAULT 0,
-    params TEXT NOT NULL DEFAULT '{}',
-    owner TEXT,
-    lease_until REAL,
-    cancel_requested INTEGER NOT NULL DEFAULT 0,
-    checkpoint TEXT NOT NULL DEFAULT '{}'
-);
-CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs(owner) WHERE owner IS NOT NULL;
-CREATE UNIQUE INDEX IF NOT EXISTS one_active_exclusive_job ON jobs(kind)
-    WHERE exclusive = 1 AND state IN ('queued', 'running', 'paused');
-CREATE INDEX IF NOT EXISTS jobs_by_end ON jobs(end_time);
--- latest()/active() run on every GET /cluster/software/download: an index, not a sort
-CREATE INDEX IF NOT EXISTS jobs_by_kind_created ON jobs(kind, created_at);
-CREATE TABLE IF NOT EXISTS packages (
-    id TEXT PRIMARY KEY,
-    version TEXT NOT NULL,
-    file_name TEXT NOT NULL UNIQUE,
-    kind TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    sha256 TEXT NOT NULL,
-    create_time REAL NOT NULL,
-    store_key TEXT NOT NULL,
-    product TEXT,
-    signer TEXT
-);
-CREATE UNIQUE INDEX IF NOT EXISTS one_image_per_version ON packages(version)
-    WHERE kind = 'image';
-CREATE TABLE IF NOT EXISTS cluster_profile (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    doc TEXT NOT NULL,
-    revision INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS leases (
-    name TEXT PRIMARY KEY,
-    holder TEXT NOT NULL,
-    node TEXT NOT NULL,
-    until REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS users (
-    name TEXT PRIMARY KEY,
-    password_hash TEXT NOT NULL,
-    role TEXT NOT NULL
-);
-"""
-
 _ACTIVE = tuple(str(s) for s in ACTIVE_STATES)
-
-# Columns added since the first release: (table, column, definition). A database made by
-# an older swdepot gets them on open; ADD COLUMN with a default rewrites no row.
-MIGRATIONS = (
-    ("jobs", "params", "TEXT NOT NULL DEFAULT '{}'"),
-    ("jobs", "owner", "TEXT"),
-    ("jobs", "lease_until", "REAL"),
-    ("jobs", "cancel_requested", "INTEGER NOT NULL DEFAULT 0"),
-    ("jobs", "checkpoint", "TEXT NOT NULL DEFAULT '{}'"),
-)
 _CLAIMABLE = ("queued", "running")  # nothing here pauses; a paused job stays with its owner
 
 
@@ -107,11 +39,7 @@ class Database:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        with self.transaction() as conn:
-            for table, column, definition in MIGRATIONS:
-                if table in _tables(conn) and column not in _columns(conn, table):
-                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
-        conn.executescript(SCHEMA)  # idempotent; executescript commits itself
+        migrate_sqlite(self.connection())
 
     def connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -152,27 +80,6 @@ def _owned_by(owner: str | None) -> tuple[str, tuple[str, ...]]:
     return ("", ()) if owner is None else (" AND owner = ?", (owner,))
 
 
-def _tables(conn: sqlite3.Connection) -> set[str]:
-    return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-
-
-def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
-    return {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
-
-
-def _job_from_row(row: sqlite3.Row) -> Job:
-    return Job(
-        uuid=row["uuid"], kind=JobKind(row["kind"]), description=row["description"],
-        state=JobState(row["state"]), message=row["message"], code=row["code"],
-        created_at=row["created_at"], start_time=row["start_time"], end_time=row["end_time"],
-        node=row["node"], target=row["target"],
-        progress=Progress(row["bytes_done"], row["bytes_total"], row["speed"]),
-        params=json.loads(row["params"]), owner=row["owner"], lease_until=row["lease_until"],
-        exclusive=bool(row["exclusive"]), cancel_requested=bool(row["cancel_requested"]),
-        checkpoint=json.loads(row["checkpoint"]),
-    )
-
-
 class SqliteJobStore:
     """:class:`swdepot.jobs.store.JobStore` on SQLite."""
 
@@ -197,27 +104,27 @@ class SqliteJobStore:
     def get(self, uuid: str) -> Job | None:
         row = self._db.connection().execute("SELECT * FROM jobs WHERE uuid = ?",
                                             (uuid,)).fetchone()
-        return _job_from_row(row) if row else None
+        return job_from_row(row) if row else None
 
     def list(self, *, visible_after: float) -> list[Job]:
         rows = self._db.connection().execute(
             "SELECT * FROM jobs WHERE end_time IS NULL OR end_time >= ? ORDER BY created_at",
             (visible_after,),
         ).fetchall()
-        return [_job_from_row(r) for r in rows]
+        return [job_from_row(r) for r in rows]
 
     def latest(self, kind: JobKind) -> Job | None:
         row = self._db.connection().execute(
             "SELECT * FROM jobs WHERE kind = ? ORDER BY created_at DESC LIMIT 1", (str(kind),)
         ).fetchone()
-        return _job_from_row(row) if row else None
+        return job_from_row(row) if row else None
 
     def active(self, kind: JobKind) -> Job | None:
         row = self._db.connection().execute(
             f"SELECT * FROM jobs WHERE kind = ? AND state IN {_ACTIVE} "
             "ORDER BY created_at DESC LIMIT 1", (str(kind),)
         ).fetchone()
-        return _job_from_row(row) if row else None
+        return job_from_row(row) if row else None
 
     def transition(
         self, uuid: str, state: JobState, message: str, code: int = 0,
@@ -274,7 +181,7 @@ class SqliteJobStore:
                          (owner, node, lease_until, row["uuid"]))
             claimed = conn.execute("SELECT * FROM jobs WHERE uuid = ?",
                                    (row["uuid"],)).fetchone()
-        return _job_from_row(claimed)
+        return job_from_row(claimed)
 
     def renew(self, owner: str, lease_until: float) -> set[str]:
         with self._db.transaction() as conn:
@@ -320,15 +227,6 @@ class SqliteJobStore:
             return cur.rowcount
 
 
-def _package_from_row(row: sqlite3.Row) -> PackageRecord:
-    return PackageRecord(
-        id=row["id"], version=row["version"], file_name=row["file_name"],
-        kind=PackageKind(row["kind"]), size=row["size"], sha256=row["sha256"],
-        create_time=row["create_time"], store_key=row["store_key"], product=row["product"],
-        signer=row["signer"],
-    )
-
-
 class SqlitePackageCatalog:
     """:class:`swdepot.repository.catalog.PackageCatalog` on SQLite."""
 
@@ -358,18 +256,18 @@ class SqlitePackageCatalog:
         row = self._db.connection().execute(
             "SELECT * FROM packages WHERE version = ? AND kind = 'image'", (version,)
         ).fetchone()
-        return _package_from_row(row) if row else None
+        return package_from_row(row) if row else None
 
     def by_id(self, record_id: str) -> PackageRecord | None:
         row = self._db.connection().execute(
             "SELECT * FROM packages WHERE id = ?", (record_id,)).fetchone()
-        return _package_from_row(row) if row else None
+        return package_from_row(row) if row else None
 
     def by_file_name(self, file_name: str) -> PackageRecord | None:
         row = self._db.connection().execute(
             "SELECT * FROM packages WHERE file_name = ?", (file_name,)
         ).fetchone()
-        return _package_from_row(row) if row else None
+        return package_from_row(row) if row else None
 
     def all(self, kind: PackageKind | None = None) -> list[PackageRecord]:
         conn = self._db.connection()
@@ -378,7 +276,7 @@ class SqlitePackageCatalog:
         else:
             rows = conn.execute("SELECT * FROM packages WHERE kind = ? ORDER BY create_time",
                                 (str(kind),)).fetchall()
-        return [_package_from_row(r) for r in rows]
+        return [package_from_row(r) for r in rows]
 
 
 class SqliteUserStore:
