@@ -164,6 +164,11 @@ def test_happy_path_answers_validate(api, document, content_dir, tmp_path,
     check("GET", "/api/cluster/jobs?state=success&order_by=start_time&fields=uuid,state", 200)
     check("PATCH", f"/api/cluster/jobs/{job}?action=cancel", 400)  # finished: 458762
     check("GET", "/api/cluster/jobs/00000000-0000-0000-0000-000000000000", 404)
+    # nodes
+    nodes = check("GET", "/api/cluster/nodes", 200).json()["records"]
+    check("GET", "/api/cluster/nodes?fields=*&state=up&return_records=false", 200)
+    check("GET", f"/api/cluster/nodes/{nodes[0]['uuid']}?fields=state,version", 200)
+    check("GET", "/api/cluster/nodes/00000000-0000-0000-0000-000000000000", 404)
     # delete, waited for
     check("DELETE", "/api/cluster/software/packages/9.18.1?return_timeout=30", 200)
     # swdepot's own endpoints

@@ -6,6 +6,7 @@ global state: a test can build several, each on its own data directory.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
 import math
@@ -27,6 +28,7 @@ from swdepot.jobs.runner import JobRunner
 from swdepot.loginlimit import LoginLimiter
 from swdepot.metrics import MeteredJobStore, Metrics
 from swdepot.nodelock import NodeLock
+from swdepot.nodes import NodeDirectory
 from swdepot.packages.manifest import load_trusted_keys
 from swdepot.packages.model import ValidationPolicy
 from swdepot.persistence.stores import open_stores
@@ -80,11 +82,17 @@ class Service:
         self.metrics.watch(self.jobs, self.repository.catalog)
         self.runner = JobRunner(self.jobs, node=settings.node, workers=settings.job_workers,
                                 lease_seconds=settings.job_lease_seconds)
+        # cluster mode (a shared database): the nodes are the swdepot nodes that joined
+        self.nodes = NodeDirectory(
+            settings.cluster.uuid, settings.cluster.nodes, settings.node,
+            store=self.stores.nodes if settings.database is not None else None,
+            lease_seconds=settings.job_lease_seconds)
         self.profile = ClusterProfile(
             settings.cluster, self.stores.profile, repository=self.repository,
             runner=self.runner, node=settings.node,
             pace=Pace(settings.update_step_seconds, settings.update_minute_seconds),
             leases=self.stores.leases, lease_seconds=settings.job_lease_seconds,
+            members=self.nodes.names,
         )
         node = settings.node
         engine: Engine = TransferEngine(
@@ -129,6 +137,7 @@ class Service:
         self._stop = threading.Event()
         self._janitor: threading.Thread | None = None
         self._updater: threading.Thread | None = None
+        self._heart: threading.Thread | None = None
 
     def validation_policy(self) -> ValidationPolicy:
         """Read the trusted keys on every job, so operators can add keys without a restart."""
@@ -144,6 +153,7 @@ class Service:
         if any(report.values()):
             log.warning("recovered after restart: %s", report)
         self._start_workers()
+        self.nodes.join()
         self.runner.start_engine()
         self._janitor = threading.Thread(target=self._housekeeping, name="swdepot-janitor",
                                          daemon=True)
@@ -151,6 +161,10 @@ class Service:
         self._updater = threading.Thread(target=self._advance_updates, name="swdepot-update",
                                          daemon=True)
         self._updater.start()
+        if self.nodes.clustered:
+            self._heart = threading.Thread(target=self._heartbeat, name="swdepot-node",
+                                           daemon=True)
+            self._heart.start()
 
     def _start_workers(self) -> None:
         """Fork the zygote (before this service starts any thread: ``zygote.py``), then
@@ -184,6 +198,14 @@ class Service:
                 self.profile.tick()
             except Exception:  # keep ticking; a failed tick is retried
                 log.exception("software update tick failed")
+
+    def _heartbeat(self) -> None:
+        """Tell the cluster this node is up, every third of a lease."""
+        while not self._stop.wait(self.nodes.heartbeat_interval):
+            try:
+                self.nodes.beat()
+            except Exception:  # a busy database: the next beat is soon
+                log.warning("node heartbeat failed", exc_info=True)
 
     def _housekeeping(self) -> None:
         """Purge old jobs; now and then sweep what crashed processes left in the stores."""
@@ -237,9 +259,12 @@ class Service:
     def close(self) -> None:
         self._stop.set()
         self.runner.shutdown(wait=True)
-        for thread in (self._janitor, self._updater):
+        for thread in (self._janitor, self._updater, self._heart):
             if thread is not None:
                 thread.join(timeout=5)
+        if self._janitor is not None:  # started: it had joined
+            with contextlib.suppress(Exception):
+                self.nodes.leave()
         if self.workers is not None:
             self.workers.close()
         if self._log_listener is not None:

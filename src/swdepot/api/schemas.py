@@ -25,6 +25,12 @@ DOWNLOAD = _schema(
     "state message code bytes_done bytes_total speed job job.uuid _links",
     (),
 )
+NODE = _schema(
+    "uuid name state membership model uptime version version.full version.generation "
+    "version.major version.minor _links",
+    ("uuid", "name"),
+    numeric="uptime",
+)
 CLUSTER = _schema(
     "name uuid version version.full version.generation version.major version.minor _links",
     (),

@@ -79,6 +79,17 @@ CREATE TABLE IF NOT EXISTS users (
     role TEXT NOT NULL
 );
 """,
+    # 2: the nodes that joined the cluster (nodes.py)
+    """
+CREATE TABLE nodes (
+    name TEXT PRIMARY KEY,
+    uuid TEXT NOT NULL UNIQUE,
+    started_at REAL NOT NULL,
+    heartbeat_at REAL NOT NULL,
+    address TEXT NOT NULL DEFAULT '',
+    joined_at REAL NOT NULL
+);
+""",
 )
 
 POSTGRES: tuple[str, ...] = (
@@ -140,6 +151,17 @@ CREATE TABLE IF NOT EXISTS users (
     name TEXT PRIMARY KEY,
     password_hash TEXT NOT NULL,
     role TEXT NOT NULL
+);
+""",
+    # 2: the nodes that joined the cluster (nodes.py)
+    """
+CREATE TABLE nodes (
+    name TEXT PRIMARY KEY,
+    uuid TEXT NOT NULL UNIQUE,
+    started_at DOUBLE PRECISION NOT NULL,
+    heartbeat_at DOUBLE PRECISION NOT NULL,
+    address TEXT NOT NULL DEFAULT '',
+    joined_at DOUBLE PRECISION NOT NULL
 );
 """,
 )

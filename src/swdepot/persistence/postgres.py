@@ -23,9 +23,10 @@ from psycopg_pool import ConnectionPool
 
 from swdepot.jobs.model import ACTIVE_STATES, Job, JobKind, JobState, Progress
 from swdepot.jobs.store import LeaseLost, SlotTaken
+from swdepot.nodes import NodeRecord
 from swdepot.packages.model import PackageKind
 from swdepot.persistence.migrations import POSTGRES, migrate_postgres
-from swdepot.persistence.rows import job_from_row, package_from_row
+from swdepot.persistence.rows import job_from_row, node_from_row, package_from_row
 from swdepot.repository.catalog import DuplicateName, DuplicateVersion, PackageRecord
 from swdepot.software.update import ProfileState
 
@@ -324,3 +325,33 @@ class PgLeases:
                 " OR leases.node = EXCLUDED.node",
                 (name, holder, node, until, now))
             return cur.rowcount == 1
+
+
+class PgNodeStore:
+    """:class:`swdepot.nodes.NodeStore` on PostgreSQL."""
+
+    def __init__(self, db: PgDatabase) -> None:
+        self._db = db
+
+    def join(self, name: str, new_uuid: str, now: float, address: str) -> NodeRecord:
+        with self._db.transaction() as conn:
+            row = conn.execute(
+                "INSERT INTO nodes (name, uuid, started_at, heartbeat_at, address, joined_at)"
+                " VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT (name) DO UPDATE SET"
+                " started_at = EXCLUDED.started_at, heartbeat_at = EXCLUDED.heartbeat_at,"
+                " address = EXCLUDED.address RETURNING *",
+                (name, new_uuid, now, now, address, now)).fetchone()
+        return node_from_row(row)
+
+    def heartbeat(self, name: str, now: float) -> None:
+        with self._db.transaction() as conn:
+            conn.execute("UPDATE nodes SET heartbeat_at = %s WHERE name = %s", (now, name))
+
+    def leave(self, name: str) -> None:
+        with self._db.transaction() as conn:
+            conn.execute("UPDATE nodes SET heartbeat_at = 0 WHERE name = %s", (name,))
+
+    def all(self) -> list[NodeRecord]:
+        with self._db.transaction() as conn:
+            rows = conn.execute("SELECT * FROM nodes ORDER BY joined_at, name").fetchall()
+        return [node_from_row(r) for r in rows]

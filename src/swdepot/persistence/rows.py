@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from swdepot.jobs.model import Job, JobKind, JobState, Progress
+from swdepot.nodes import NodeRecord
 from swdepot.packages.model import PackageKind
 from swdepot.repository.catalog import PackageRecord
 
@@ -40,3 +41,8 @@ def package_from_row(row: Mapping[str, Any]) -> PackageRecord:
         create_time=row["create_time"], store_key=row["store_key"], product=row["product"],
         signer=row["signer"],
     )
+
+
+def node_from_row(row: Mapping[str, Any]) -> NodeRecord:
+    return NodeRecord(name=row["name"], uuid=row["uuid"], started_at=row["started_at"],
+                      heartbeat_at=row["heartbeat_at"], address=row["address"])

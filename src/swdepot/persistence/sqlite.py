@@ -20,9 +20,10 @@ from typing import Any
 
 from swdepot.jobs.model import ACTIVE_STATES, Job, JobKind, JobState, Progress
 from swdepot.jobs.store import LeaseLost, SlotTaken
+from swdepot.nodes import NodeRecord
 from swdepot.packages.model import PackageKind
 from swdepot.persistence.migrations import migrate_sqlite
-from swdepot.persistence.rows import job_from_row, package_from_row
+from swdepot.persistence.rows import job_from_row, node_from_row, package_from_row
 from swdepot.repository.catalog import DuplicateName, DuplicateVersion, PackageRecord
 from swdepot.software.update import ProfileState
 
@@ -350,3 +351,33 @@ class SqliteLeases:
                 " OR leases.node = excluded.node",
                 (name, holder, node, until, now))
             return cur.rowcount == 1
+
+
+class SqliteNodeStore:
+    """:class:`swdepot.nodes.NodeStore` on SQLite."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def join(self, name: str, new_uuid: str, now: float, address: str) -> NodeRecord:
+        with self._db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO nodes (name, uuid, started_at, heartbeat_at, address, joined_at)"
+                " VALUES (?,?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET"
+                " started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at,"
+                " address = excluded.address", (name, new_uuid, now, now, address, now))
+            row = conn.execute("SELECT * FROM nodes WHERE name = ?", (name,)).fetchone()
+        return node_from_row(row)
+
+    def heartbeat(self, name: str, now: float) -> None:
+        with self._db.transaction() as conn:
+            conn.execute("UPDATE nodes SET heartbeat_at = ? WHERE name = ?", (now, name))
+
+    def leave(self, name: str) -> None:
+        with self._db.transaction() as conn:
+            conn.execute("UPDATE nodes SET heartbeat_at = 0 WHERE name = ?", (name,))
+
+    def all(self) -> list[NodeRecord]:
+        rows = self._db.connection().execute(
+            "SELECT * FROM nodes ORDER BY joined_at, name").fetchall()
+        return [node_from_row(r) for r in rows]

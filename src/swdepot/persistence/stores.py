@@ -17,6 +17,7 @@ from swdepot.auth import UserStore
 from swdepot.config import Settings
 from swdepot.jobs.store import JobStore
 from swdepot.leases import Leases
+from swdepot.nodes import NodeStore
 from swdepot.repository.catalog import PackageCatalog
 from swdepot.software.update import ProfileStore
 
@@ -37,6 +38,7 @@ class Stores:
     users: UserStore
     profile: ProfileStore
     leases: Leases
+    nodes: NodeStore
     close: Callable[[], None]
 
 
@@ -65,6 +67,7 @@ def open_stores(settings: Settings) -> Stores:
             Database,
             SqliteJobStore,
             SqliteLeases,
+            SqliteNodeStore,
             SqlitePackageCatalog,
             SqliteProfileStore,
             SqliteUserStore,
@@ -72,11 +75,13 @@ def open_stores(settings: Settings) -> Stores:
 
         db = Database(settings.database_path)
         return Stores("sqlite", SqliteJobStore(db), SqlitePackageCatalog(db),
-                      SqliteUserStore(db), SqliteProfileStore(db), SqliteLeases(db), db.close)
+                      SqliteUserStore(db), SqliteProfileStore(db), SqliteLeases(db),
+                      SqliteNodeStore(db), db.close)
     from swdepot.persistence.postgres import (
         PgDatabase,
         PgJobStore,
         PgLeases,
+        PgNodeStore,
         PgPackageCatalog,
         PgProfileStore,
         PgUserStore,
@@ -84,4 +89,4 @@ def open_stores(settings: Settings) -> Stores:
 
     pg = PgDatabase(check_url(settings.database))
     return Stores("postgresql", PgJobStore(pg), PgPackageCatalog(pg), PgUserStore(pg),
-                  PgProfileStore(pg), PgLeases(pg), pg.close)
+                  PgProfileStore(pg), PgLeases(pg), PgNodeStore(pg), pg.close)

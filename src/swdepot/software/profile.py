@@ -88,9 +88,13 @@ class ClusterProfile:
     def __init__(self, identity: ClusterIdentity, store: ProfileStore, *,
                  repository: Repository, runner: JobRunner, pace: Pace, node: str = "",
                  leases: Leases | None = None, lease_seconds: float = 15.0,
+                 members: Callable[[], tuple[str, ...]] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         """``leases``: where the processes of a cluster settle which of them advances a
-        running update (without, every caller of :meth:`tick` does the steps' work)."""
+        running update (without, every caller of :meth:`tick` does the steps' work).
+        ``members``: the cluster's node names now (``nodes.py``; default: the configured
+        ones)."""
+        self._members = members or (lambda: tuple(identity.nodes))
         version_parts(identity.version)  # refuse a malformed configured version at start-up
         self.identity = identity
         self._store = store
@@ -110,7 +114,7 @@ class ClusterProfile:
 
     def node_versions(self, state: ProfileState | None = None) -> dict[str, str]:
         state = state or self._state()
-        return {n: state.node_versions.get(n, self.identity.version) for n in self.identity.nodes}
+        return {n: state.node_versions.get(n, self.identity.version) for n in self._members()}
 
     @property
     def version(self) -> str:
@@ -167,7 +171,7 @@ class ClusterProfile:
     def validate(self, version: str | None) -> Job:
         """``validate_only=true``: run the pre-update checks in a job, keep the results."""
         record = self._package(version)
-        nodes = tuple(self.identity.nodes)
+        nodes = self._members()
         return self._start_job(lambda ctx: self._validate(record, nodes))
 
     def _validate(self, record: PackageRecord, nodes: Sequence[str]) -> str:
@@ -182,8 +186,9 @@ class ClusterProfile:
             raise Conflict(UPDATE_IN_PROGRESS, "Cannot perform an update when a previous "
                            "update is still in progress.")
         record = self._package(version)
-        nodes = tuple(nodes_to_update or self.identity.nodes)
-        unknown = [n for n in nodes if n not in self.identity.nodes]
+        members = self._members()
+        nodes = tuple(nodes_to_update or members)
+        unknown = [n for n in nodes if n not in members]
         if unknown:
             raise InvalidInput(INVALID_VALUE, f'Node "{unknown[0]}" is not a node of this '
                                "cluster.", target="nodes_to_update")

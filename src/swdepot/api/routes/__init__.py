@@ -5,6 +5,7 @@ from swdepot.api.routes import (
     download,
     jobs,
     metrics,
+    nodes,
     openapi,
     packages,
     runtime,
@@ -14,5 +15,6 @@ from swdepot.web import routes as web
 
 # Starlette tries routes in order and no two paths overlap, so the most polled resources
 # (jobs, the download status) come first: every request pays for the routes before its own.
-ROUTES = [*jobs.ROUTES, *download.ROUTES, *packages.ROUTES, *cluster.ROUTES, *upload.ROUTES,
+ROUTES = [*jobs.ROUTES, *download.ROUTES, *packages.ROUTES, *cluster.ROUTES, *nodes.ROUTES,
+          *upload.ROUTES,
           *metrics.ROUTES, *runtime.ROUTES, *openapi.ROUTES, *web.ROUTES]
