@@ -151,8 +151,9 @@ class Fault:
     request cuts the 206 body. Auth is checked first: unauthenticated requests get 401 and do
     not consume the fault. ``times`` limits the fault to the first N matching requests (then
     normal serving resumes), which is what retry/resume tests need; ``hits`` counts how many
-    requests it affected. ``methods`` restricts which methods match (default: GET and HEAD,
-    GET only for body faults).
+    requests it affected. ``methods`` restricts which methods match (default: GET only:
+    swdepot sends ONTAP's three HEADs before every download's GET, and a fault models
+    what the GET meets; ``methods=("HEAD",)`` makes the HEADs meet one).
     """
 
     kind: FaultKind
@@ -188,7 +189,7 @@ class Fault:
         """Methods this fault matches (explicit ``methods`` or the kind-dependent default)."""
         if self.methods is not None:
             return tuple(m.upper() for m in self.methods)
-        return ("GET",) if self.kind in _BODY_FAULTS else ("GET", "HEAD")
+        return ("GET",)
 
     @property
     def exhausted(self) -> bool:

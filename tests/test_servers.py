@@ -398,7 +398,9 @@ def test_pycurl_resume(http_server: ContentServer, pkg: tuple[Path, str]) -> Non
 def test_fault_status_404(http_server_noauth: ContentServer, pkg: tuple[Path, str]) -> None:
     http_server_noauth.faults[PKG] = Fault(kind="status", status=404)
     assert curl(http_server_noauth.url(PKG)).status == 404
-    assert curl(http_server_noauth.url(PKG), nobody=True).status == 404  # HEAD too
+    assert curl(http_server_noauth.url(PKG), nobody=True).status == 200  # GET only...
+    http_server_noauth.faults[PKG] = Fault(kind="status", status=404, methods=("HEAD",))
+    assert curl(http_server_noauth.url(PKG), nobody=True).status == 404  # ...unless asked
 
 
 @pytest.mark.parametrize("status", [403, 500, 503])

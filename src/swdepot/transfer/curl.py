@@ -83,6 +83,15 @@ class ResumeState:
             self.identified(seen)
 
 
+@dataclass(frozen=True)
+class Probe:
+    """What one ``HEAD`` told about the file, before any byte of it was asked for."""
+
+    status: int | None
+    validator: Validator
+    ranges: bool | None  # Accept-Ranges: True "bytes", False "none", None unsaid
+
+
 @dataclass
 class _Exchange:
     """One attempt as it unfolds: the latest response head and what went wrong."""
@@ -120,9 +129,39 @@ class CurlFetcher:
         finally:
             handle.close()
 
-    def _configure(self, handle: pycurl.Curl, url: DownloadUrl, credentials: Credentials,
-                   sink: BlockGatherer, control: Control, resume: ResumeState,
-                   exchange: _Exchange, time_left: float) -> None:
+    def probe(self, url: DownloadUrl, credentials: Credentials, control: Control,
+              time_left: float) -> Probe | None:
+        """One ``HEAD`` on a connection of its own; None if it got no answer (refused,
+        blocked, timed out, cancelled). A HEAD never fails a download: a server that
+        refuses HEAD still serves the GET, and the GET's own answer is what counts."""
+        exchange = _Exchange(offset=0)
+        handle = pycurl.Curl()
+        try:
+            self._common(handle, url, credentials, exchange, time_left)
+            handle.setopt(pycurl.NOBODY, True)
+            handle.setopt(pycurl.FAILONERROR, False)
+            handle.setopt(pycurl.FORBID_REUSE, True)
+            handle.setopt(pycurl.HEADERFUNCTION, _head_callback(exchange))
+            handle.setopt(pycurl.NOPROGRESS, False)
+            handle.setopt(pycurl.XFERINFOFUNCTION,
+                          lambda *_: 1 if control.cancelled else 0)
+            try:
+                handle.perform()
+            except pycurl.error:
+                return None
+        finally:
+            handle.close()
+        headers = exchange.headers
+        accept = headers.get("accept-ranges", "").strip().lower()
+        return Probe(exchange.status,
+                     Validator(headers.get("etag"), headers.get("last-modified"),
+                               _int(headers.get("content-length"))),
+                     True if accept == "bytes" else False if accept == "none" else None)
+
+    def _common(self, handle: pycurl.Curl, url: DownloadUrl, credentials: Credentials,
+                exchange: _Exchange, time_left: float) -> None:
+        """What every request of a transfer shares: the URL, redirects, timeouts, TLS,
+        credentials and the outbound allow-list."""
         opts = self._options
         handle.setopt(pycurl.URL, url.url)
         handle.setopt(pycurl.PROTOCOLS, _PROTOCOLS)
@@ -145,6 +184,14 @@ class CurlFetcher:
             handle.setopt(pycurl.USERNAME, credentials.username or "")
             handle.setopt(pycurl.PASSWORD, credentials.password or "")
             handle.setopt(pycurl.HTTPAUTH, pycurl.HTTPAUTH_BASIC)
+        if opts.allowed_networks:
+            handle.setopt(pycurl.OPENSOCKETFUNCTION,
+                          _opensocket_callback(opts.allowed_networks, exchange))
+
+    def _configure(self, handle: pycurl.Curl, url: DownloadUrl, credentials: Credentials,
+                   sink: BlockGatherer, control: Control, resume: ResumeState,
+                   exchange: _Exchange, time_left: float) -> None:
+        self._common(handle, url, credentials, exchange, time_left)
         if exchange.offset:
             handle.setopt(pycurl.RESUME_FROM_LARGE, exchange.offset)
             if url.scheme != "ftp" and resume.validator is not None:
@@ -158,9 +205,6 @@ class CurlFetcher:
         handle.setopt(pycurl.HEADERFUNCTION, _header_callback(sink, resume, exchange,
                                                               http=not ftp))
         handle.setopt(pycurl.WRITEFUNCTION, _write_callback(sink, exchange))
-        if opts.allowed_networks:
-            handle.setopt(pycurl.OPENSOCKETFUNCTION,
-                          _opensocket_callback(opts.allowed_networks, exchange))
 
     def _explain(self, handle: pycurl.Curl, exc: pycurl.error, exchange: _Exchange,
                  time_left: float) -> OntapError:
@@ -240,6 +284,22 @@ def _header_callback(sink: BlockGatherer, resume: ResumeState, exchange: _Exchan
             exchange.error = exc
             return 0  # stops the transfer before a byte of this body is kept
         return None
+
+    return header
+
+
+def _head_callback(exchange: _Exchange) -> Any:
+    """Keep the last response head of a HEAD (after any redirects)."""
+
+    def header(raw: bytes) -> None:
+        line = raw.decode("iso-8859-1").rstrip("\r\n")
+        if line.startswith("HTTP/"):
+            parts = line.split(None, 2)
+            exchange.status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+            exchange.headers = {}
+        elif ":" in line:
+            name, _, value = line.partition(":")
+            exchange.headers[name.strip().lower()] = value.strip()
 
     return header
 
