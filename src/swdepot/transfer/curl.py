@@ -292,16 +292,22 @@ def _head_callback(exchange: _Exchange) -> Any:
     """Keep the last response head of a HEAD (after any redirects)."""
 
     def header(raw: bytes) -> None:
-        line = raw.decode("iso-8859-1").rstrip("\r\n")
-        if line.startswith("HTTP/"):
-            parts = line.split(None, 2)
-            exchange.status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
-            exchange.headers = {}
-        elif ":" in line:
-            name, _, value = line.partition(":")
-            exchange.headers[name.strip().lower()] = value.strip()
+        _track_head(raw.decode("iso-8859-1").rstrip("\r\n"), exchange)
 
     return header
+
+
+def _track_head(line: str, exchange: _Exchange) -> bool:
+    """Follow a response head line by line (a status line starts a new head); True for
+    its last, blank line."""
+    if line.startswith("HTTP/"):
+        parts = line.split(None, 2)
+        exchange.status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+        exchange.headers = {}
+    elif ":" in line:
+        name, _, value = line.partition(":")
+        exchange.headers[name.strip().lower()] = value.strip()
+    return not line
 
 
 def _ftp_reply_line(line: str, sink: BlockGatherer, resume: ResumeState,
@@ -319,14 +325,8 @@ def _ftp_reply_line(line: str, sink: BlockGatherer, resume: ResumeState,
 def _http_header_line(line: str, sink: BlockGatherer, resume: ResumeState,
                       exchange: _Exchange) -> None:
     """Track the latest response head; accept or refuse a 2xx at its blank line."""
-    if line.startswith("HTTP/"):
-        parts = line.split(None, 2)
-        exchange.status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
-        exchange.headers = {}
-    elif ":" in line:
-        name, _, value = line.partition(":")
-        exchange.headers[name.strip().lower()] = value.strip()
-    elif not line and exchange.status is not None and 200 <= exchange.status < 300:
+    ended = _track_head(line, exchange)
+    if ended and exchange.status is not None and 200 <= exchange.status < 300:
         _accept_http_response(sink, resume, exchange)
 
 
