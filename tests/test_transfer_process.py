@@ -19,6 +19,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 from pkgfactory import make_package
 from servers import Fault
@@ -135,23 +136,24 @@ def test_the_intake_and_the_transfer_run_in_processes_holding_none_of_the_servic
 
 
 def _half_way(swdepot, http_server_noauth, content_dir, name: str, version: str
-              ) -> tuple[Path, str, int, int]:
-    """A 3 MiB download at 1 MiB/s, half of it staged: its package, job, worker and
-    transfer."""
+              ) -> tuple[Path, Any, int, int]:
+    """A 3 MiB download at 1 MiB/s, half of it staged: its package, the POST's response,
+    its worker and its transfer."""
     pkg = make_package(content_dir, name, version, size=3 << 20)
     http_server_noauth.faults[f"/{name}"] = Fault("trickle", bytes_per_second=1 << 20)
-    uuid = swdepot.api.post("/api/cluster/software/download",
-                            json={"url": http_server_noauth.url(name)}).json()["job"]["uuid"]
+    response = swdepot.api.post("/api/cluster/software/download",
+                                json={"url": http_server_noauth.url(name)})
     worker = _worker(swdepot)
     transfer = _wait_for_child(worker)
     swdepot.api.wait_download_bytes((3 << 20) // 2)
-    return pkg, uuid, worker, transfer
+    return pkg, response, worker, transfer
 
 
 def test_a_killed_transfer_process_is_replaced_and_the_job_continues(
         swdepot, http_server_noauth, content_dir, caplog):
-    pkg, uuid, worker, transfer = _half_way(swdepot, http_server_noauth, content_dir,
-                                            "killed.tgz", "9.18.2")
+    pkg, started, worker, transfer = _half_way(swdepot, http_server_noauth, content_dir,
+                                               "killed.tgz", "9.18.2")
+    uuid = started.json()["job"]["uuid"]
     os.kill(transfer, signal.SIGKILL)
     http_server_noauth.faults.clear()
     job = swdepot.api.wait_job(uuid)
@@ -163,18 +165,21 @@ def test_a_killed_transfer_process_is_replaced_and_the_job_continues(
     assert record["sha256"] == hashlib.sha256(pkg.read_bytes()).hexdigest()
     assert _worker(swdepot) == worker  # the worker itself lived on
     assert _staged(swdepot) == []
-    # what the worker logged reached the service's own handlers
+    # what the worker logged reached the service's own handlers, with the request id of
+    # the POST that started the job
     said = [r for r in caplog.records if "the transfer process of a download died" in
             r.getMessage()]
     assert len(said) == 1 and said[0].process == worker
+    assert said[0].request_id == started.headers["X-Request-Id"]
 
 
 def test_a_killed_worker_is_replaced_and_the_job_continues_from_its_staged_bytes(
         swdepot, http_server_noauth, content_dir):
     """The worker running the intake is SIGKILLed: the pool starts a new one, and the
     job's thread has it continue from what the first had staged and checkpointed."""
-    pkg, uuid, worker, transfer = _half_way(swdepot, http_server_noauth, content_dir,
-                                            "gone.tgz", "9.18.4")
+    pkg, started, worker, transfer = _half_way(swdepot, http_server_noauth, content_dir,
+                                               "gone.tgz", "9.18.4")
+    uuid = started.json()["job"]["uuid"]
     os.kill(worker, signal.SIGKILL)
     deadline = time.monotonic() + 10  # the transfer dies with its parent
     while _alive(transfer):

@@ -26,6 +26,8 @@ import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from swdepot.logs import REQUEST_ID
+
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 LOG = b"L"
@@ -203,7 +205,9 @@ class LogChannel:
                   "filename": record.filename, "module": record.module,
                   "lineno": record.lineno, "funcName": record.funcName,
                   "created": record.created, "process": record.process,
-                  "threadName": record.threadName}
+                  "threadName": record.threadName,
+                  # the request that started the worker's task (logs.py), for its lines
+                  "request_id": getattr(record, "request_id", None) or REQUEST_ID.get()}
         with contextlib.suppress(OSError):  # the service is gone: nobody to log to
             self._writer.send(LOG + json.dumps(fields).encode())
 

@@ -42,6 +42,7 @@ from typing import Any
 from swdepot import forked
 from swdepot.errors import DOWNLOAD_FAILED, OntapError
 from swdepot.jobs.runner import JobContext
+from swdepot.logs import REQUEST_ID
 from swdepot.packages.model import PackageInfo, PackageKind
 from swdepot.priority import lower_this_thread
 from swdepot.repository.repository import Repository, Staged
@@ -103,6 +104,7 @@ class IntakeWorkers:
         try:
             with self._pool.lend(lambda: ctx.cancelled) as worker:
                 worker.page.reset()
+                task = {**task, "request_id": REQUEST_ID.get()}  # for the worker's log lines
                 try:
                     worker.sock.send(_TASK + json.dumps(task).encode())
                 except OSError:
@@ -272,6 +274,7 @@ def _serve(take: TaskIntake, channel: forked.LogChannel, nice: int,
 def _one(take: TaskIntake, task: dict[str, Any], page: ControlPage,
          sock: socket.socket) -> dict[str, Any]:  # pragma: no cover - runs in a worker
     """Run one intake; how it ended, as the service reads it."""
+    token = REQUEST_ID.set(task.get("request_id"))
     try:
         intake = take(task, ForwardingControl(page, sock), _Messages(sock), _Body(sock, page))
         for upload in intake.staged.uploads:
@@ -287,6 +290,8 @@ def _one(take: TaskIntake, task: dict[str, Any], page: ControlPage,
     except Exception:
         log.exception("an intake failed unexpectedly")
         return {"internal": True}
+    finally:
+        REQUEST_ID.reset(token)
 
 
 class _Body:  # pragma: no cover - runs in a worker

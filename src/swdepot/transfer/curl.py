@@ -181,8 +181,9 @@ class CurlFetcher:
             handle.setopt(pycurl.CAINFO, str(opts.ca_bundle))
         handle.setopt(pycurl.SSLVERSION, pycurl.SSLVERSION_TLSv1_2)
         if credentials.username is not None or credentials.password is not None:
-            handle.setopt(pycurl.USERNAME, credentials.username or "")
-            handle.setopt(pycurl.PASSWORD, credentials.password or "")
+            # bytes: libcurl sends them as they are (UTF-8), where a str must be ASCII
+            handle.setopt(pycurl.USERNAME, (credentials.username or "").encode())
+            handle.setopt(pycurl.PASSWORD, (credentials.password or "").encode())
             handle.setopt(pycurl.HTTPAUTH, pycurl.HTTPAUTH_BASIC)
         if opts.allowed_networks:
             handle.setopt(pycurl.OPENSOCKETFUNCTION,
@@ -195,7 +196,9 @@ class CurlFetcher:
         if exchange.offset:
             handle.setopt(pycurl.RESUME_FROM_LARGE, exchange.offset)
             if url.scheme != "ftp" and resume.validator is not None:
-                handle.setopt(pycurl.HTTPHEADER, [f"If-Range: {resume.validator.if_range()}"])
+                value = resume.validator.if_range()  # as the server sent it (ISO-8859-1)
+                handle.setopt(pycurl.HTTPHEADER,
+                              [f"If-Range: {value}".encode("iso-8859-1", "replace")])
         ftp = url.scheme == "ftp"
         if ftp:
             handle.setopt(pycurl.OPT_FILETIME, True)  # MDTM: FTP's Last-Modified

@@ -4,18 +4,31 @@ ONTAP validates the URL synchronously: bad syntax is 39387137, a scheme other th
 HTTP(S)/FTP/FILE is 39387138. Credentials written into the URL
 (``ftp://user:pw@host/x``) are taken out here, so that everything downstream only
 ever sees the redacted form.
+
+Any URL a person can type is made the URL a browser or curl would send: a host with
+non-ASCII characters goes through IDNA (UTS 46 mapping, so ``bücher.example`` becomes
+``xn--bcher-kva.example``, and 127.0.0.1 typed in fullwidth digits is 127.0.0.1), and the
+path and query have every character outside RFC 3986's set percent-encoded as UTF-8
+(what is already percent-encoded stays). A host IDNA rejects is 39387137, with the
+reason, before any job exists: no lookup is ever made of it.
 """
 
 from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass
-from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, quote, unquote, urlsplit, urlunsplit
+
+import idna
 
 from swdepot.errors import URL_INVALID, URL_SCHEME_UNSUPPORTED, InvalidInput
 
 SCHEMES = ("http", "https", "ftp", "file")
 MAX_URL_LENGTH = 4096
+# RFC 3986's unreserved and sub-delimiter characters, ":" and "@", and "%" (an escape
+# already made): what may stand in a path as it is; everything else is percent-encoded
+_PATH_SAFE = "/%:@!$&'()*+,;=-._~"
+_QUERY_SAFE = _PATH_SAFE + "?"
 
 
 @dataclass(frozen=True)
@@ -73,7 +86,7 @@ def parse_download_url(raw: str) -> tuple[DownloadUrl, Credentials]:
             "Unsupported URL scheme provided. Retry with one of FILE://, FTP://, or HTTPS://.",
             target="url",
         )
-    host = parts.hostname or ""
+    host = _ascii_host(raw, parts.hostname or "")
     if scheme != "file" and not host:
         raise _invalid(raw, "the URL has no host")
     path = unquote(parts.path)
@@ -86,8 +99,21 @@ def parse_download_url(raw: str) -> tuple[DownloadUrl, Credentials]:
         unquote(parts.username) if parts.username is not None else None,
         unquote(parts.password) if parts.password is not None else None,
     )
-    clean = urlunsplit(SplitResult(scheme, _netloc(host, port), parts.path, parts.query, ""))
+    clean = urlunsplit(SplitResult(scheme, _netloc(host, port),
+                                   quote(parts.path, safe=_PATH_SAFE),
+                                   quote(parts.query, safe=_QUERY_SAFE), ""))
     return DownloadUrl(scheme, host, port, path, clean, file_name), credentials
+
+
+def _ascii_host(raw: str, host: str) -> str:
+    """The host as it goes on the wire: IDNA for one with non-ASCII characters."""
+    if host.isascii():
+        return host
+    try:
+        return idna.encode(host, uts46=True).decode("ascii")
+    except idna.IDNAError as exc:
+        raise _invalid(raw, f"the host name is not a valid internationalized domain "
+                       f"name ({exc})") from None
 
 
 def _netloc(host: str, port: int | None) -> str:
