@@ -160,6 +160,7 @@ def test_happy_path_answers_validate(api, document, content_dir, tmp_path,
                    "&stabilize_minutes=1", 200, json={"version": "9.19.1"})
     api.wait_software("completed", "failed")
     check("GET", "/api/cluster/software", 200)
+    check("GET", "/api/cluster/software/history?fields=*", 200)
     # jobs
     check("GET", "/api/cluster/jobs?state=success&order_by=start_time&fields=uuid,state", 200)
     check("PATCH", f"/api/cluster/jobs/{job}?action=cancel", 400)  # finished: 458762

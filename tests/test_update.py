@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -216,3 +217,48 @@ def test_an_update_across_two_processes_does_each_steps_work_once(
     assert per_step and all(count == 1 for count in per_step.values()), worked
     assert len({who for _name, _node, who in worked}) == 1  # one process held the lease
     assert len(per_step) == len(done["status_details"])
+
+
+def test_every_node_installation_is_in_the_history(api, loaded, ontap):
+    """``/cluster/software/history``, as netapp-ontap's ``SoftwareHistory`` reads it."""
+    from netapp_ontap.resources import SoftwareHistory
+
+    assert api.get(SOFTWARE + "/history").json()["num_records"] == 0
+    loaded()
+    patch(api, "?skip_warnings=true", version="9.17.1")
+    assert api.wait_software("completed", "failed")["state"] == "completed"
+    loaded("9.18.1")
+    patch(api, "?skip_warnings=true&nodes_to_update=swdepot-02", version="9.18.1")
+    assert api.wait_software("completed", "failed")["state"] == "completed"
+    records = api.get(SOFTWARE + "/history?fields=*").json()["records"]
+    assert [(r["node"]["name"], r["from_version"], r["to_version"], r["state"])
+            for r in records] == [("swdepot-01", "9.16.1", "9.17.1", "successful"),
+                                  ("swdepot-02", "9.16.1", "9.17.1", "successful"),
+                                  ("swdepot-02", "9.17.1", "9.18.1", "successful")]
+    assert all(r["start_time"] <= r["end_time"] for r in records)
+    nodes = {n["name"]: n["uuid"] for n in api.get("/api/cluster/nodes").json()["records"]}
+    assert records[0]["node"]["uuid"] == nodes["swdepot-01"]
+    default = api.get(SOFTWARE + "/history").json()["records"][0]
+    assert set(default) == {"node", "start_time"}
+    history = list(SoftwareHistory.get_collection(fields="node,from_version,to_version,state"))
+    assert [(h.node.name, h.to_version, h.state) for h in history][-1] == (
+        "swdepot-02", "9.18.1", "successful")
+
+
+def test_a_canceled_update_records_the_node_it_had_begun(settings, start_service,
+                                                         http_server_noauth, content_dir):
+    # steps of a second: the cancel arrives while the first node's installation runs
+    svc = start_service(settings, update_step_seconds=1.0, update_minute_seconds=0.01)
+    make_package(content_dir, "9.17.1.tgz", "9.17.1", size=4096)
+    svc.api.download(http_server_noauth.url("9.17.1.tgz"))
+    patch(svc.api, "?skip_warnings=true&stabilize_minutes=1", version="9.17.1")
+    deadline = time.monotonic() + 30
+    while not any(s["name"] == "do-download-job" for s in svc.api.get(
+            SOFTWARE + "?fields=status_details").json().get("status_details", [])):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    patch(svc.api, "?action=cancel")
+    svc.api.wait_software("canceled")
+    records = svc.api.get(SOFTWARE + "/history?fields=*").json()["records"]
+    assert records and records[-1]["state"] == "canceled"
+    assert records[-1]["to_version"] == "9.17.1" and records[-1]["from_version"] == "9.16.1"

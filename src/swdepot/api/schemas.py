@@ -31,6 +31,10 @@ NODE = _schema(
     ("uuid", "name"),
     numeric="uptime",
 )
+SOFTWARE_HISTORY = _schema(
+    "node node.name node.uuid node._links start_time end_time from_version to_version state",
+    ("node", "start_time"),  # [I] no key of its own: who and when name a record
+)
 CLUSTER = _schema(
     "name uuid version version.full version.generation version.major version.minor _links",
     (),

@@ -35,6 +35,7 @@ from swdepot.leases import Leases
 from swdepot.repository.catalog import PackageRecord
 from swdepot.repository.repository import Repository
 from swdepot.software.update import (
+    HistoryEntry,
     Pace,
     ProfileState,
     ProfileStore,
@@ -46,6 +47,7 @@ from swdepot.software.update import (
     ValidationResult,
     advance,
     cancel_now,
+    canceled_history,
     plan,
     resume,
     status_details,
@@ -120,6 +122,10 @@ class ClusterProfile:
     def version(self) -> str:
         """The cluster's effective version: the lowest any node runs (as during an update)."""
         return min(self.node_versions().values(), key=version_key)
+
+    def history(self) -> tuple[HistoryEntry, ...]:
+        """Every node installation of every update, oldest first."""
+        return self._state().history
 
     def update_in_progress(self) -> bool:
         update = self._state().update
@@ -200,7 +206,8 @@ class ClusterProfile:
         update = Update(version=record.version, state=UpdateState.IN_PROGRESS,
                         steps=plan(nodes, self._pace, stabilize_minutes), nodes=nodes,
                         skip_warnings=skip_warnings, stabilize_minutes=stabilize_minutes,
-                        start_time=self._clock())
+                        start_time=self._clock(),
+                        from_versions={n: versions[n] for n in nodes})
         return self._start_job(lambda ctx: self._begin(update))
 
     def _begin(self, update: Update) -> str:
@@ -239,6 +246,8 @@ class ClusterProfile:
             update = resume(update, now)
         elif action == "cancel" and paused:
             update = cancel_now(update, now)
+            return replace(state, update=update, history=state.history + canceled_history(
+                update, state.node_versions, now))
         elif action == "cancel" and update.state.moving:
             update = replace(update, state=UpdateState.CANCEL_PENDING,
                              message="Cancel requested; the current step finishes first")

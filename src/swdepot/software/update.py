@@ -107,6 +107,7 @@ class Update:
     current: int = 0
     end_time: float | None = None
     message: str = ""
+    from_versions: dict[str, str] = field(default_factory=dict)  # each node's, at the start
 
     @property
     def step(self) -> Step | None:
@@ -119,12 +120,25 @@ class Update:
 
 
 @dataclass(frozen=True)
+class HistoryEntry:
+    """One node's installation of a version (``/cluster/software/history``)."""
+
+    node: str
+    start_time: float
+    end_time: float
+    from_version: str
+    to_version: str
+    state: str  # "successful" | "canceled"
+
+
+@dataclass(frozen=True)
 class ProfileState:
     """What ``/cluster/software`` shows, persisted as one document."""
 
     node_versions: dict[str, str] = field(default_factory=dict)
     validation_results: tuple[ValidationResult, ...] | None = None
     update: Update | None = None
+    history: tuple[HistoryEntry, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -142,6 +156,7 @@ class ProfileState:
             validation_results=None if results is None else tuple(
                 ValidationResult(**r) for r in results),
             update=update,
+            history=tuple(HistoryEntry(**h) for h in raw.get("history", ())),
         )
 
 
@@ -240,7 +255,10 @@ def _finish_step(state: ProfileState, update: Update, step: Step, due: float,
     done = replace(step, state="completed", end_time=due, message=outcome.message)
     update = update.with_step(done)
     versions = dict(state.node_versions)
+    history = state.history
     if step.name == "do-takeover-reboot-giveback":
+        history += (_installed(update, step.node, versions.get(step.node), due,
+                               "successful"),)
         versions[step.node] = update.version
     nxt = update.current + 1
     if nxt >= len(update.steps):
@@ -252,10 +270,31 @@ def _finish_step(state: ProfileState, update: Update, step: Step, due: float,
     elif update.state is UpdateState.CANCEL_PENDING:
         update = replace(update, state=UpdateState.CANCELED, end_time=due, current=nxt,
                          message="Update canceled by user")
+        history += canceled_history(update, versions, due)
     else:
         nxt_step = replace(update.steps[nxt], state="in_progress", start_time=due)
         update = replace(update, current=nxt).with_step(nxt_step)
-    return replace(state, update=update, node_versions=versions)
+    return replace(state, update=update, node_versions=versions, history=history)
+
+
+def _installed(update: Update, node: str, previous: str | None, end: float,
+               outcome: str) -> HistoryEntry:
+    """The history entry of ``node``'s installation in ``update``: from its first node
+    step's start to ``end``."""
+    started = next((s.start_time for s in update.steps
+                    if s.node == node and s.phase == NODE_UPDATES and s.start_time is not None),
+                   end)
+    return HistoryEntry(node, started, end, update.from_versions.get(node, previous or ""),
+                        update.version, outcome)
+
+
+def canceled_history(update: Update, versions: dict[str, str],
+                     end: float) -> tuple[HistoryEntry, ...]:
+    """A canceled update: the node whose installation had begun and not ended."""
+    begun = {s.node for s in update.steps if s.phase == NODE_UPDATES and s.start_time}
+    return tuple(_installed(update, node, versions.get(node), end, "canceled")
+                 for node in update.nodes
+                 if node in begun and versions.get(node) != update.version)
 
 
 def resume(update: Update, now: float) -> Update:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -10,8 +12,16 @@ from starlette.routing import Route
 from swdepot.api import schemas
 from swdepot.api.http import check_fields, optional_string, principal, query_pairs, read_json_object
 from swdepot.api.query import parse_bool, parse_int
-from swdepot.api.routes.common import action_timeout, answer_job, instance, service_of
+from swdepot.api.routes.common import (
+    action_timeout,
+    answer_job,
+    collection,
+    instance,
+    service_of,
+)
 from swdepot.errors import invalid_field_value
+from swdepot.jobs.model import iso
+from swdepot.service import Service
 
 ACTIONS = ("pause", "resume", "cancel")
 UPDATE_QUERY = ("validate_only", "skip_warnings", "action", "nodes_to_update",
@@ -61,8 +71,32 @@ async def patch_software(request: Request) -> Response:
     return await answer_job(request, job, timeout, done_status=200)
 
 
+HISTORY = "/api/cluster/software/history"
+
+
+def _history(service: Service) -> list[dict[str, Any]]:
+    """``/cluster/software/history``: one record per node installation, oldest first."""
+    records = []
+    for entry in service.profile.history():
+        node: dict[str, Any] = {"name": entry.node}
+        uuid = service.nodes.uuid_of(entry.node)
+        if uuid is not None:
+            node |= {"uuid": uuid,
+                     "_links": {"self": {"href": f"/api/cluster/nodes/{uuid}"}}}
+        records.append({"node": node, "start_time": iso(entry.start_time),
+                        "end_time": iso(entry.end_time), "from_version": entry.from_version,
+                        "to_version": entry.to_version, "state": entry.state})
+    return records
+
+
+async def get_history(request: Request) -> Response:
+    records = await run_in_threadpool(_history, service_of(request))
+    return collection(request, records, schemas.SOFTWARE_HISTORY, HISTORY)
+
+
 ROUTES = [
     Route("/api/cluster", get_cluster, methods=["GET"]),
     Route("/api/cluster/software", get_software, methods=["GET"]),
     Route("/api/cluster/software", patch_software, methods=["PATCH"]),
+    Route(HISTORY, get_history, methods=["GET"]),
 ]
