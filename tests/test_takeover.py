@@ -61,17 +61,24 @@ def _assert_stored_once(api, data_dir: Path, pkg: Path) -> None:
     assert _staged(data_dir) == []
 
 
+def _big_download(service_process, server, content_dir, size: int, rate: int):
+    """``swdepot serve`` started on a ``size``-byte package the server trickles at
+    ``rate`` bytes/s, its download posted: (the package, the API, the job's uuid)."""
+    pkg = make_package(content_dir, "big.tgz", "9.15.1", size=size)
+    server.faults["/big.tgz"] = Fault("trickle", bytes_per_second=rate)
+    api = service_process.start()
+    uuid = api.post(DOWNLOAD, json={"url": server.url("big.tgz")}).json()["job"]["uuid"]
+    return pkg, api, uuid
+
+
 def test_a_download_killed_at_40_percent_continues_from_its_staged_bytes(
         service_process, http_server_noauth, content_dir):
     """SIGKILL of the whole service (its intake and transfer children die with it); the
     restarted service takes the job over and asks only for the rest, with ``Range`` and
     ``If-Range`` carrying the first response's validator."""
     size = 50 << 20
-    pkg = make_package(content_dir, "big.tgz", "9.15.1", size=size)
-    http_server_noauth.faults["/big.tgz"] = Fault("trickle", bytes_per_second=10 << 20)
-    api = service_process.start()
-    uuid = api.post(DOWNLOAD, json={"url": http_server_noauth.url("big.tgz")}
-                    ).json()["job"]["uuid"]
+    pkg, api, uuid = _big_download(service_process, http_server_noauth, content_dir, size,
+                                   10 << 20)
     _kill_at(service_process, api, uuid, 0.4, size)
     staged = _staged(service_process.data_dir)
     assert len(staged) == 2
@@ -102,14 +109,11 @@ def test_a_worker_killed_at_40_percent_is_replaced_and_the_job_continues(
     service's supervisor forks a new worker through the zygote, and the job continues
     on it from the staged bytes, asking only for the rest."""
     size = 50 << 20
-    pkg = make_package(content_dir, "big.tgz", "9.15.1", size=size)
-    http_server_noauth.faults["/big.tgz"] = Fault("trickle", bytes_per_second=10 << 20)
-    api = service_process.start()
+    pkg, api, uuid = _big_download(service_process, http_server_noauth, content_dir, size,
+                                   10 << 20)
     assert service_process.proc is not None
     (zygote,) = _children(service_process.proc.pid)
     (worker,) = _children(zygote)
-    uuid = api.post(DOWNLOAD, json={"url": http_server_noauth.url("big.tgz")}
-                    ).json()["job"]["uuid"]
     api.wait_download_bytes(0.4 * size, timeout=60)
     os.kill(worker, signal.SIGKILL)
     http_server_noauth.faults.clear()
@@ -151,11 +155,8 @@ def test_a_download_whose_file_changed_while_its_process_was_dead_starts_over(
     show another ETag and Last-Modified, so it keeps nothing of the old bytes and asks
     for the whole new file at once, without a wasted ``Range`` request."""
     size = 16 << 20
-    make_package(content_dir, "big.tgz", "9.15.1", size=size)
-    http_server_noauth.faults["/big.tgz"] = Fault("trickle", bytes_per_second=4 << 20)
-    api = service_process.start()
-    uuid = api.post(DOWNLOAD, json={"url": http_server_noauth.url("big.tgz")}
-                    ).json()["job"]["uuid"]
+    _, api, uuid = _big_download(service_process, http_server_noauth, content_dir, size,
+                                 4 << 20)
     _kill_at(service_process, api, uuid, 0.4, size)
     http_server_noauth.faults.clear()
     old_mtime = (content_dir / "big.tgz").stat().st_mtime
@@ -176,11 +177,8 @@ def test_a_download_running_when_the_service_is_stopped_is_taken_over_by_its_res
     """SIGTERM is a stop, not a cancel: the job is released, not failed, and the node's
     next process finishes it."""
     size = 8 << 20
-    pkg = make_package(content_dir, "big.tgz", "9.15.1", size=size)
-    http_server_noauth.faults["/big.tgz"] = Fault("trickle", bytes_per_second=2 << 20)
-    api = service_process.start()
-    uuid = api.post(DOWNLOAD, json={"url": http_server_noauth.url("big.tgz")}
-                    ).json()["job"]["uuid"]
+    pkg, api, uuid = _big_download(service_process, http_server_noauth, content_dir, size,
+                                   2 << 20)
     api.wait_download_bytes(size // 4)
     api.session.close()
     service_process.stop()

@@ -88,10 +88,31 @@ def become_subreaper() -> None:  # pragma: no cover - runs in the zygote
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1)
 
 
+MAX_MESSAGE = 16 * 1024  # characters of a message that travel; the rest is cut
+
+
+def _to_wire(record: logging.LogRecord, exc_text: str | None = None) -> bytes:
+    """A record as an ``L`` message, whichever way it travels (:func:`_from_wire`)."""
+    fields = {"name": record.name, "levelno": record.levelno,
+              "levelname": record.levelname, "msg": record.getMessage()[:MAX_MESSAGE],
+              "pathname": record.pathname, "filename": record.filename,
+              "module": record.module, "lineno": record.lineno,
+              "funcName": record.funcName, "created": record.created,
+              "process": record.process, "threadName": record.threadName,
+              "exc_text": exc_text,
+              # the request that started the work (logs.py), for its lines
+              "request_id": getattr(record, "request_id", None) or REQUEST_ID.get()}
+    return LOG + json.dumps(fields).encode()
+
+
+def _from_wire(body: bytes) -> logging.LogRecord:
+    """The record an ``L`` message carries (without its kind byte)."""
+    fields: dict[str, Any] = json.loads(body)
+    return logging.makeLogRecord(fields)
+
+
 class LogForwarder(logging.Handler):  # pragma: no cover - runs in a child
     """Sends each record to the parent, which emits it: one log stream, one format."""
-
-    MAX_MESSAGE = 16 * 1024
 
     def __init__(self, sock: socket.socket) -> None:
         super().__init__()
@@ -99,13 +120,9 @@ class LogForwarder(logging.Handler):  # pragma: no cover - runs in a child
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            fields = {"name": record.name, "levelno": record.levelno,
-                      "levelname": record.levelname, "msg": record.getMessage()[:self.MAX_MESSAGE],
-                      "pathname": record.pathname, "lineno": record.lineno,
-                      "funcName": record.funcName, "created": record.created,
-                      "exc_text": (self.formatter or logging.Formatter()).formatException(
-                          record.exc_info) if record.exc_info else None}
-            self._sock.send(LOG + json.dumps(fields).encode())
+            exc_text = ((self.formatter or logging.Formatter()).formatException(
+                record.exc_info) if record.exc_info else None)
+            self._sock.send(_to_wire(record, exc_text))
         except Exception:
             self.handleError(record)
 
@@ -146,8 +163,7 @@ def messages(sock: socket.socket, idle: Callable[[], None], *, every: float = 0.
 
 def relog(body: bytes) -> None:
     """Emit a record a child logged through this process's handlers (and formats)."""
-    fields: dict[str, Any] = json.loads(body)
-    record = logging.makeLogRecord(fields)
+    record = _from_wire(body)
     logging.getLogger(record.name).handle(record)
 
 
@@ -182,7 +198,6 @@ class LogChannel:
     many: datagrams never interleave) and :class:`~logging.handlers.QueueListener` (in
     the service, whose handlers emit them: one log stream, one format)."""
 
-    MAX_MESSAGE = 16 * 1024
     _STOP = b"-"
 
     def __init__(self) -> None:
@@ -199,24 +214,15 @@ class LogChannel:
         if record is None:
             self._writer.send(self._STOP)
             return
-        fields = {"name": record.name, "levelno": record.levelno,
-                  "levelname": record.levelname,
-                  "msg": str(record.msg)[:self.MAX_MESSAGE], "pathname": record.pathname,
-                  "filename": record.filename, "module": record.module,
-                  "lineno": record.lineno, "funcName": record.funcName,
-                  "created": record.created, "process": record.process,
-                  "threadName": record.threadName,
-                  # the request that started the worker's task (logs.py), for its lines
-                  "request_id": getattr(record, "request_id", None) or REQUEST_ID.get()}
         with contextlib.suppress(OSError):  # the service is gone: nobody to log to
-            self._writer.send(LOG + json.dumps(fields).encode())
+            self._writer.send(_to_wire(record))
 
     def get(self, block: bool = True) -> logging.LogRecord | None:
         """The next record (service side); ``None`` once the channel is stopped."""
-        message = self._reader.recv(self.MAX_MESSAGE + 4096)
+        message = self._reader.recv(MAX_MESSAGE + 4096)
         if not message.startswith(LOG):
             return None
-        return logging.makeLogRecord(json.loads(message[1:]))
+        return _from_wire(message[1:])
 
     def close(self) -> None:
         self._reader.close()

@@ -111,12 +111,5 @@ class NodeDirectory:
                 for r in self._store.all()
                 for up in [now - r.heartbeat_at < self._lease]]
 
-    def uuid_of(self, name: str) -> str | None:
-        """The uuid of the node called ``name``, if the cluster has it."""
-        return next((n.uuid for n in self.nodes() if n.name == name), None)
-
-    def get(self, node_uuid: str) -> Node | None:
-        return next((n for n in self.nodes() if n.uuid == node_uuid), None)
-
     def configured_uuid(self, name: str) -> str:
         return str(uuidlib.uuid5(uuidlib.UUID(self._cluster_uuid), name))

@@ -31,6 +31,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 
 from swdepot import forked
@@ -102,7 +103,7 @@ class Zygote:
                 finished, _ = os.waitpid(self.pid, os.WNOHANG)
                 if finished:
                     return
-                threading.Event().wait(0.02)
+                time.sleep(0.02)
         forked.reap(self.pid)
 
 

@@ -60,9 +60,9 @@ from swdepot.transfer.control import (
     Control,
     ControlPage,
     ForwardingControl,
+    ProcessLost,
     Validator,
     ending,
-    failed,
     raise_ending,
 )
 from swdepot.transfer.process import TransferLost
@@ -76,13 +76,11 @@ _OPENED, _TRANSFERRED, _END = b"U", b"T", b"E"
 _PIECE = 64 << 10  # bytes of a body in one message
 
 
-class IntakeLost(OntapError):
+class IntakeLost(ProcessLost):
     """The intake's process ended without telling how (killed, crashed), or its
     transfer's did: a new intake may continue from what the job's checkpoint names."""
 
-    def __init__(self) -> None:
-        failure = failed("the download process ended unexpectedly")
-        super().__init__(failure.code, failure.message)
+    what = "download process"
 
 
 class IntakeWorkers:

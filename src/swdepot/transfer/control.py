@@ -165,6 +165,17 @@ def failed(detail: str) -> OntapError:
     return OntapError(DOWNLOAD_FAILED, f"Package download failed: {detail}.")
 
 
+class ProcessLost(OntapError):
+    """A helper process ended without telling how (killed, crashed); ``what`` names it
+    in the job's message."""
+
+    what = "helper process"
+
+    def __init__(self) -> None:
+        failure = failed(f"the {self.what} ended unexpectedly")
+        super().__init__(failure.code, failure.message)
+
+
 class Transient(OntapError):
     """A failure that another attempt may not meet (reset, truncation, 5xx, connect timeout).
 

@@ -48,9 +48,9 @@ from swdepot.transfer.control import (
     Control,
     ControlPage,
     ForwardingControl,
+    ProcessLost,
     Validator,
     ending,
-    failed,
     raise_ending,
 )
 from swdepot.transfer.engine import Engine
@@ -66,13 +66,11 @@ _POLL_SECONDS = 0.1
 _GO = b"G"
 
 
-class TransferLost(OntapError):
+class TransferLost(ProcessLost):
     """The transfer's process ended without telling how (killed, crashed): what it had
     handed over is staged, and a new intake may continue from it."""
 
-    def __init__(self) -> None:
-        failure = failed("the transfer process ended unexpectedly")
-        super().__init__(failure.code, failure.message)
+    what = "transfer process"
 
 
 class ForkingEngine:

@@ -76,10 +76,11 @@ HISTORY = "/api/cluster/software/history"
 
 def _history(service: Service) -> list[dict[str, Any]]:
     """``/cluster/software/history``: one record per node installation, oldest first."""
+    uuids = {n.name: n.uuid for n in service.nodes.nodes()}  # one read, not one per record
     records = []
     for entry in service.profile.history():
         node: dict[str, Any] = {"name": entry.node}
-        uuid = service.nodes.uuid_of(entry.node)
+        uuid = uuids.get(entry.node)
         if uuid is not None:
             node |= {"uuid": uuid,
                      "_links": {"self": {"href": f"/api/cluster/nodes/{uuid}"}}}
