@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from pathlib import Path
 
 from pkgfactory import make_package, make_plain_tgz, make_traversal_tgz
@@ -209,6 +210,30 @@ def test_default_return_timeout_is_zero_and_answers_202(api, http_server_noauth,
                      json={"url": http_server_noauth.url("slow.tgz")})
     assert timed.status_code == 400  # one at a time, see below
     http_server_noauth.stop()
+
+
+def test_job_messages_follow_the_phases(api, http_server_noauth, content_dir):
+    """ONTAP's recorded texts, in order: in progress, (processing,) then success / 0."""
+    make_package(content_dir, "phases.tgz", "9.5.0", size=256 * 1024)
+    http_server_noauth.faults["/phases.tgz"] = Fault("trickle", bytes_per_second=256 * 1024)
+    response = api.post(DOWNLOAD, json={"url": http_server_noauth.url("phases.tgz")})
+    uuid = response.json()["job"]["uuid"]
+    seen: list[tuple[str, str]] = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        job = api.get(f"/api/cluster/jobs/{uuid}?fields=state,message,code").json()
+        if not seen or seen[-1] != (job["state"], job["message"]):
+            seen.append((job["state"], job["message"]))
+        if job["state"] in ("success", "failure"):
+            break
+        time.sleep(0.01)
+    assert seen[0][1] == "Package download in progress", seen
+    assert seen[-1] == ("success", "success") and job["code"] == 0, seen
+    phases = [("queued", "Package download in progress"),
+              ("running", "Package download in progress"),
+              ("running", "Package processing in progress"), ("success", "success")]
+    assert all(step in phases for step in seen), seen
+    assert [phases.index(step) for step in seen] == sorted(phases.index(step) for step in seen)
 
 
 # --- one at a time, duplicates ----------------------------------------------------------------

@@ -88,6 +88,7 @@ class InternalError(OntapError):
 
 # --- ONTAP codes used across swdepot (names say what ONTAP's tables say) ---------------
 
+API_NOT_FOUND = 3
 ENTRY_NOT_FOUND = 4
 INTERNAL_ERROR = 262145
 TOO_MANY_REQUESTS = 262160
@@ -127,6 +128,11 @@ URL_SCHEME_UNSUPPORTED = 39387138
 JOB_TERMINAL = 458762
 JOB_NOT_RUNNING = 458776
 JOB_PAUSE_UNSUPPORTED = 458783
+
+
+def api_not_found() -> NotFound:
+    """No such path: ONTAP's 404 with code 3 (its private CLI paths answer the same)."""
+    return NotFound(API_NOT_FOUND, "API not found")
 
 
 def entry_not_found(target: str) -> NotFound:

@@ -20,13 +20,18 @@ from swdepot.api.observe import ObserveMiddleware
 from swdepot.api.routes import ROUTES
 from swdepot.api.runtime import LoopLagMonitor
 from swdepot.api.shortcut import PollShortcut
-from swdepot.errors import InternalError, MethodNotAllowed, NotFound, OntapError
+from swdepot.errors import (
+    API_NOT_FOUND,
+    InternalError,
+    MethodNotAllowed,
+    OntapError,
+    api_not_found,
+)
 from swdepot.logs import REQUEST_ID
 from swdepot.service import Service
 
 log = logging.getLogger(__name__)
 
-API_NOT_FOUND = 3
 UNEXPECTED_EXCEPTION = 262145
 
 
@@ -44,7 +49,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         response.headers["allow"] = ", ".join(_allowed_methods(request))
         return response
     if exc.status_code == 404:
-        return error_response(request, NotFound(API_NOT_FOUND, "API not found"))
+        return error_response(request, api_not_found())
     return error_response(request, OntapError(2, exc.detail, status=exc.status_code))
 
 

@@ -127,6 +127,45 @@ class ClusterProfile:
         """Every node installation of every update, oldest first."""
         return self._state().history
 
+    def current_update(self) -> Update | None:
+        """The running update, or the last one that ended (``None`` before the first)."""
+        return self._state().update
+
+    def validation_results(self) -> tuple[ValidationResult, ...] | None:
+        """What the last validation found (``None`` before the first)."""
+        return self._state().validation_results
+
+    def installed_at(self) -> dict[str, float]:
+        """When each node last finished installing a version (nodes never updated are
+        missing: nothing records when their first version was installed)."""
+        return {e.node: e.end_time for e in self.history() if e.state == "successful"}
+
+    # --- cluster high availability (``cluster ha``) --------------------------------------
+
+    def ha_configured(self) -> bool:
+        """``cluster ha show``: as last set, else on exactly when the cluster has two
+        nodes (how ONTAP's setup leaves a two-node cluster)."""
+        configured = self._state().ha_configured
+        return len(self._members()) == 2 if configured is None else configured
+
+    def configure_ha(self, configured: bool) -> str | None:
+        """``cluster ha modify -configured``; returns a warning for the operator, if any.
+
+        Cluster HA applies to two-node clusters only (ONTAP's command reference). A single
+        node has no partner, so turning it on there is refused; on larger clusters it is
+        stored with a warning, because NetApp's own upgrade sample turns it on for every
+        cluster of more than one node before an update.
+        """
+        count = len(self._members())
+        if configured and count < 2:
+            raise Conflict(INVALID_VALUE, "Cluster high availability cannot be configured "
+                           "on a single-node cluster.", target="configured")
+        self._save(lambda state: replace(state, ha_configured=configured))
+        if configured and count > 2:
+            return (f"Warning: Cluster high availability applies only to two-node clusters; "
+                    f"this cluster has {count} nodes.")
+        return None
+
     def update_in_progress(self) -> bool:
         update = self._state().update
         return update is not None and update.state.active
@@ -174,11 +213,13 @@ class ClusterProfile:
 
     # --- PATCH: validate, update, act ---------------------------------------------------
 
-    def validate(self, version: str | None) -> Job:
-        """``validate_only=true``: run the pre-update checks in a job, keep the results."""
+    def validate(self, version: str | None, nodes: Sequence[str] | None = None) -> Job:
+        """``validate_only=true``: run the pre-update checks in a job, keep the results.
+
+        ``nodes``: check only these (``cluster image validate -nodes``); default all."""
         record = self._package(version)
-        nodes = self._members()
-        return self._start_job(lambda ctx: self._validate(record, nodes))
+        checked = self._known_nodes(nodes, target="nodes") if nodes else self._members()
+        return self._start_job(lambda ctx: self._validate(record, checked))
 
     def _validate(self, record: PackageRecord, nodes: Sequence[str]) -> str:
         results = self.checks(record, nodes, self.node_versions())
@@ -188,27 +229,39 @@ class ClusterProfile:
     def start_update(self, version: str | None, *, skip_warnings: bool,
                      nodes_to_update: Sequence[str] | None, stabilize_minutes: int) -> Job:
         """Refuse what is refused at once, then record the update in a job."""
+        update = self.prepare_update(version, skip_warnings=skip_warnings,
+                                     nodes_to_update=nodes_to_update,
+                                     stabilize_minutes=stabilize_minutes)
+        return self._start_job(lambda ctx: self._begin(update))
+
+    def prepare_update(self, version: str | None, *, skip_warnings: bool,
+                       nodes_to_update: Sequence[str] | None,
+                       stabilize_minutes: int) -> Update:
+        """The update :meth:`start_update` would start, planned but not started (also
+        ``cluster image update -estimate-only``); refuses what would be refused."""
         if self.update_in_progress():
             raise Conflict(UPDATE_IN_PROGRESS, "Cannot perform an update when a previous "
                            "update is still in progress.")
         record = self._package(version)
-        members = self._members()
-        nodes = tuple(nodes_to_update or members)
-        unknown = [n for n in nodes if n not in members]
-        if unknown:
-            raise InvalidInput(INVALID_VALUE, f'Node "{unknown[0]}" is not a node of this '
-                               "cluster.", target="nodes_to_update")
+        nodes = (self._known_nodes(nodes_to_update, target="nodes_to_update")
+                 if nodes_to_update else self._members())
         versions = self.node_versions()
         nodes = tuple(n for n in nodes if versions[n] != record.version)
         if not nodes:
             raise Conflict(ALREADY_AT_VERSION, f'All nodes are already running version '
                            f'"{record.version}".', target="version")
-        update = Update(version=record.version, state=UpdateState.IN_PROGRESS,
-                        steps=plan(nodes, self._pace, stabilize_minutes), nodes=nodes,
-                        skip_warnings=skip_warnings, stabilize_minutes=stabilize_minutes,
-                        start_time=self._clock(),
-                        from_versions={n: versions[n] for n in nodes})
-        return self._start_job(lambda ctx: self._begin(update))
+        return Update(version=record.version, state=UpdateState.IN_PROGRESS,
+                      steps=plan(nodes, self._pace, stabilize_minutes), nodes=nodes,
+                      skip_warnings=skip_warnings, stabilize_minutes=stabilize_minutes,
+                      start_time=self._clock(), from_versions={n: versions[n] for n in nodes})
+
+    def _known_nodes(self, nodes: Sequence[str], *, target: str) -> tuple[str, ...]:
+        members = self._members()
+        unknown = [n for n in nodes if n not in members]
+        if unknown:
+            raise InvalidInput(INVALID_VALUE, f'Node "{unknown[0]}" is not a node of this '
+                               "cluster.", target=target)
+        return tuple(nodes)
 
     def _begin(self, update: Update) -> str:
         def begin(state: ProfileState) -> ProfileState:

@@ -139,6 +139,7 @@ class ProfileState:
     validation_results: tuple[ValidationResult, ...] | None = None
     update: Update | None = None
     history: tuple[HistoryEntry, ...] = ()
+    ha_configured: bool | None = None  # ``cluster ha modify``; None: never set
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -157,6 +158,7 @@ class ProfileState:
                 ValidationResult(**r) for r in results),
             update=update,
             history=tuple(HistoryEntry(**h) for h in raw.get("history", ())),
+            ha_configured=raw.get("ha_configured"),
         )
 
 

@@ -8,6 +8,7 @@ from swdepot.api.routes import (
     nodes,
     openapi,
     packages,
+    passthrough,
     runtime,
     upload,
 )
@@ -16,5 +17,5 @@ from swdepot.web import routes as web
 # Starlette tries routes in order and no two paths overlap, so the most polled resources
 # (jobs, the download status) come first: every request pays for the routes before its own.
 ROUTES = [*jobs.ROUTES, *download.ROUTES, *packages.ROUTES, *cluster.ROUTES, *nodes.ROUTES,
-          *upload.ROUTES,
+          *upload.ROUTES, *passthrough.ROUTES,
           *metrics.ROUTES, *runtime.ROUTES, *openapi.ROUTES, *web.ROUTES]
