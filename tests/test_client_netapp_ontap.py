@@ -114,7 +114,10 @@ def test_cluster_and_software_profile(ontap):
     cluster = Cluster()
     cluster.get(fields="version")
     assert cluster.version.generation == 9
+    cluster.get(fields="timezone")
+    assert cluster.timezone.name == "Etc/UTC"
     software = Software()
     software.get()
     assert software.version and [n.name for n in software.nodes] == ["swdepot-01",
                                                                     "swdepot-02"]
+    assert [n.model for n in software.nodes] == ["swdepot", "swdepot"]

@@ -156,6 +156,14 @@ def test_happy_path_answers_validate(api, document, content_dir, tmp_path,
                       json={"version": "9.19.1"})
     assert wait_job(check, validated.json()["job"]["uuid"])["state"] == "success"
     check("GET", "/api/cluster/software", 200)
+    # an update that pauses on the package's warnings, read while paused, then canceled
+    held = check("PATCH", "/api/cluster/software", 202, json={"version": "9.19.1"})
+    assert wait_job(check, held.json()["job"]["uuid"])["state"] == "success"
+    api.wait_software("paused_on_error")
+    check("GET", "/api/cluster/software", 200)
+    canceled = check("PATCH", "/api/cluster/software?action=cancel", 202, json={})
+    assert wait_job(check, canceled.json()["job"]["uuid"])["state"] == "success"
+    api.wait_software("canceled")
     check("PATCH", "/api/cluster/software?return_timeout=30&skip_warnings=true"
                    "&stabilize_minutes=1", 200, json={"version": "9.19.1"})
     api.wait_software("completed", "failed")

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from pkgfactory import make_package
+from swdepot.software.update import (
+    Pace,
+    Update,
+    UpdateState,
+    plan,
+    status_details,
+    update_details,
+)
 
 SOFTWARE = "/api/cluster/software"
 NODES = ["swdepot-01", "swdepot-02"]
@@ -43,7 +52,12 @@ def test_validate_only_fills_validation_results(api, loaded):
     assert [(r["update_check"], r["status"]) for r in results] == [("Package signature",
                                                                     "warning")]
     assert results[0]["issue"]["message"] and results[0]["action"]["message"]
-    assert api.get(SOFTWARE).json()["state"] == "completed"  # nothing was started
+    after = api.get(SOFTWARE).json()
+    assert after["state"] == "completed"  # nothing was started
+    # the durations are the validation's: the time its checks took, and the time planned
+    assert isinstance(after["elapsed_duration"], int) and after["elapsed_duration"] >= 0
+    assert isinstance(after["estimated_duration"], int)
+    assert "update_details" not in after and "status_details" not in after
 
 
 def test_refusals_before_any_job(api, loaded):
@@ -82,6 +96,13 @@ def test_full_update_moves_every_node_and_the_cluster_version(api, loaded, http_
     names = [s["name"] for s in done["status_details"]]
     assert names.count("do-download-job") == 2 and names[-1] == "post-update-checks"
     assert all(s["state"] == "completed" for s in done["status_details"])
+    # informational issues are code 0; the last one is ONTAP's "Image update complete"
+    issues = [s["issue"] for s in done["status_details"]]
+    assert issues[-1] == {"code": 10551399, "message": "Image update complete"}
+    assert all(i["code"] == 0 for i in issues[:-1])
+    assert not any("action" in s for s in done["status_details"])
+    assert "post_update_checks" not in done
+    assert [n["model"] for n in done["nodes"]] == ["swdepot", "swdepot"]
     # the package of the version now running may be deleted (Ansible does that next)
     response = api.delete("/api/cluster/software/packages/9.17.1")
     assert api.wait_job(response.json()["job"]["uuid"])["state"] == "success"
@@ -97,8 +118,14 @@ def test_warnings_pause_on_error_until_resumed(api, loaded):
     paused = api.wait_software("paused_on_error", "completed")
     assert paused["state"] == "paused_on_error"
     assert paused["validation_results"][0]["update_check"] == "Package signature"
-    failed = [s for s in paused["status_details"] if s["state"] == "failed"]
-    assert failed[0]["name"] == "initialize" and "warnings" in failed[0]["issue"]["message"]
+    # the step the update waits at shows the update's state, with the problem and the way on
+    held = [s for s in paused["status_details"] if s["state"] == "paused_on_error"]
+    assert [s["name"] for s in held] == ["initialize"]
+    assert "warnings" in held[0]["issue"]["message"]
+    assert held[0]["issue"]["code"] == held[0]["action"]["code"] == 10551359
+    assert "action=resume" in held[0]["action"]["message"]
+    assert [d["state"] for d in paused["update_details"]
+            if d["phase"] == "Pre-update checks"] == ["paused_on_error"]
     assert node_versions(api) == {n: "9.16.1" for n in NODES}
     patch(api, "?action=resume", version="9.17.1")
     assert api.wait_software("completed", "paused_on_error", "failed")["state"] == "completed"
@@ -134,6 +161,11 @@ def test_pause_resume_and_cancel(settings, start_service, http_server_noauth, co
     patch(api, "?action=pause")
     paused = api.wait_software("paused_by_user")
     assert paused["pending_version"] == "9.17.1"
+    # the step the update waits at, not yet started, and its phase show the paused state
+    held = [s for s in paused["status_details"] if s["state"] == "paused_by_user"]
+    assert len(held) == 1 and "start_time" not in held[0]
+    assert sum(d["state"] == "paused_by_user" for d in paused["update_details"]) == 1
+    assert not any(s["state"] == "in_progress" for s in paused["status_details"])
     again = api.patch(SOFTWARE + "?action=pause")  # pausing twice is refused
     assert again.status_code == 400 and again.json()["error"]["code"] == "262185"
     patch(api, "?action=resume")
@@ -153,6 +185,96 @@ def test_nodes_to_update_limits_the_update(api, loaded):
     assert api.get("/api/cluster").json()["version"]["major"] == 16
 
 
+def test_a_node_already_at_the_version_is_recorded_as_skipped(api, loaded, ontap):
+    """[I] ``skip_upgrade``: the update leaves out a node that already runs its version."""
+    from netapp_ontap.resources import SoftwareHistory
+
+    loaded()
+    patch(api, "?skip_warnings=true&nodes_to_update=swdepot-02", version="9.17.1")
+    assert api.wait_software("completed", "failed")["state"] == "completed"
+    patch(api, "?skip_warnings=true", version="9.17.1")  # both nodes asked, one to do
+    done = api.wait_software("completed", "failed")
+    assert done["state"] == "completed"
+    records = api.get(SOFTWARE + "/history?fields=*").json()["records"]
+    assert [(r["node"]["name"], r["from_version"], r["to_version"], r["state"])
+            for r in records] == [("swdepot-02", "9.16.1", "9.17.1", "successful"),
+                                  ("swdepot-02", "9.17.1", "9.17.1", "skip_upgrade"),
+                                  ("swdepot-01", "9.16.1", "9.17.1", "successful")]
+    skipped = records[1]
+    assert skipped["start_time"] == skipped["end_time"] == done["start_time"]
+    assert [h.state for h in SoftwareHistory.get_collection(fields="state")][1] == \
+        "skip_upgrade"
+
+
+def test_a_copy_found_corrupt_in_its_step_pauses_with_the_way_out(api, loaded, swdepot,
+                                                                   monkeypatch):
+    """The pre-update checks passed; the node's download step then finds its copy bad."""
+    loaded()
+    monkeypatch.setattr(swdepot.service.repository, "copy_intact", lambda record, node: False)
+    patch(api, "?skip_warnings=true", version="9.17.1")
+    paused = api.wait_software("paused_on_error", "completed", "failed")
+    assert paused["state"] == "paused_on_error"
+    held = [s for s in paused["status_details"] if s["state"] == "paused_on_error"]
+    assert [(s["name"], s["node"]["name"]) for s in held] == [("do-download-job",
+                                                              "swdepot-01")]
+    assert held[0]["issue"]["code"] == held[0]["action"]["code"] == 10551859
+    assert "swdepot repository verify --repair" in held[0]["action"]["message"]
+    assert not any(s["state"] == "in_progress" for s in paused["status_details"])
+    monkeypatch.undo()
+    patch(api, "?action=resume")
+    done = api.wait_software("completed", "paused_on_error", "failed")
+    assert done["state"] == "completed"
+    assert not any("action" in s for s in done["status_details"])
+
+
+def test_a_failed_post_update_check_is_listed_until_it_passes(api, loaded, swdepot):
+    loaded()
+    profile = swdepot.service.profile
+    original = profile._step_work
+
+    def node_01_behind(update, step, state):  # as if swdepot-01 had not come back updated
+        if step.name == "post-update-checks":
+            state = replace(state, node_versions={**state.node_versions,
+                                                  "swdepot-01": "9.16.1"})
+        return original(update, step, state)
+
+    profile._step_work = node_01_behind
+    patch(api, "?skip_warnings=true", version="9.17.1")
+    paused = api.wait_software("paused_on_error", "completed", "failed")
+    assert paused["state"] == "paused_on_error"
+    assert paused["post_update_checks"] == [{
+        "update_check": "Version check", "status": "error",
+        "issue": {"message": "Node swdepot-01 runs 9.16.1, expected 9.17.1."},
+        "action": {"message": "Resume the update to run the check again, or cancel it."}}]
+    held = paused["status_details"][-1]
+    assert held["name"] == "post-update-checks" and held["state"] == "paused_on_error"
+    assert held["issue"]["code"] == held["action"]["code"] == 262145
+    assert api.get(SOFTWARE + "?fields=post_update_checks.update_check").json()[
+        "post_update_checks"] == [{"update_check": "Version check"}]
+    profile._step_work = original
+    patch(api, "?action=resume")
+    done = api.wait_software("completed", "paused_on_error", "failed")
+    assert done["state"] == "completed" and "post_update_checks" not in done
+
+
+def test_a_pending_pause_or_cancel_shows_on_the_running_step():
+    """The view of an update whose pause or cancel waits for the current step to end."""
+    steps = plan(NODES, Pace(step_seconds=10), stabilize_minutes=1)
+    running = replace(steps[1], state="in_progress", start_time=100.0)
+    done = replace(steps[0], state="completed", start_time=90.0, end_time=100.0,
+                   message="Pre-update checks complete.")
+    update = Update("9.17.1", UpdateState.PAUSE_PENDING, (done, running, *steps[2:]),
+                    tuple(NODES), skip_warnings=True, stabilize_minutes=1, start_time=90.0,
+                    current=1)
+    for state in (UpdateState.PAUSE_PENDING, UpdateState.CANCEL_PENDING):
+        shown = replace(update, state=state)
+        assert [s["state"] for s in status_details(shown)] == ["completed", str(state)]
+        assert [d["state"] for d in update_details(shown, 105.0)][:2] == ["completed",
+                                                                          str(state)]
+    moving = replace(update, state=UpdateState.IN_PROGRESS)
+    assert [s["state"] for s in status_details(moving)] == ["completed", "in_progress"]
+
+
 def test_corrupt_copy_pauses_the_update_on_error(api, loaded, swdepot):
     loaded()
     copy = next(Path(swdepot.settings.store_roots[1]).rglob("*.tgz"))
@@ -163,6 +285,9 @@ def test_corrupt_copy_pauses_the_update_on_error(api, loaded, swdepot):
     integrity = [r for r in failed["validation_results"] if r["status"] == "error"]
     assert integrity[0]["update_check"] == "Package integrity"
     assert "swdepot-02" in integrity[0]["issue"]["message"]
+    initialize = failed["status_details"][0]
+    assert initialize["state"] == "failed" and initialize["issue"]["code"] == 10551359
+    assert "validation_results" in initialize["action"]["message"]
 
 
 def test_downgrade_fails_validation(api, loaded):

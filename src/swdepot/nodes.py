@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+MODEL = "swdepot"  # [decision] a node's model: no hardware to name, the product that serves it
+
 
 @dataclass(frozen=True)
 class NodeRecord:

@@ -180,13 +180,18 @@ def _parse_fields(
 ) -> tuple[str, ...] | None:
     """Expand braces, validate names; ``None`` when nothing remains (``fields=``)."""
     tokens: list[str] = []
-    for token in (t for item in _split_fields(value) for t in _expand_braces(item)):
+    for token in expand_fields(value):
         name = token.removeprefix("!")
         if token in ("*", "**") or name in schema.fields:
             tokens.append(token)
         elif token and not ignore_unknown:
             raise invalid_field_value("fields", name, "<field,...>")
     return tuple(tokens) or None
+
+
+def expand_fields(value: str) -> list[str]:
+    """``a,b.{c,d}`` -> ``a``, ``b.c``, ``b.d``: a ``fields`` value's names, braces expanded."""
+    return [token for item in _split_fields(value) for token in _expand_braces(item)]
 
 
 def _split_fields(text: str) -> list[str]:

@@ -22,7 +22,9 @@ from swdepot.config import ClusterIdentity
 from swdepot.errors import (
     INTERNAL_ERROR,
     PACKAGE_NOT_IN_REPOSITORY,
+    PACKAGE_PROCESSING_FAILED,
     REPOSITORY_EMPTY,
+    REPOSITORY_PLACEMENT_FAILED,
     UPDATE_IN_PROGRESS,
     Conflict,
     InvalidInput,
@@ -32,6 +34,7 @@ from swdepot.errors import (
 from swdepot.jobs.model import Job, JobKind, iso
 from swdepot.jobs.runner import JobContext, JobRunner
 from swdepot.leases import Leases
+from swdepot.nodes import MODEL
 from swdepot.repository.catalog import PackageRecord
 from swdepot.repository.repository import Repository
 from swdepot.software.update import (
@@ -44,12 +47,14 @@ from swdepot.software.update import (
     StepOutcome,
     Update,
     UpdateState,
+    Validation,
     ValidationResult,
     advance,
     cancel_now,
     canceled_history,
     plan,
     resume,
+    skipped_history,
     status_details,
     update_details,
     version_key,
@@ -61,7 +66,9 @@ DESCRIPTION = "PATCH /api/cluster/software"
 VERSION_MISSING = 10551872
 ALREADY_AT_VERSION = 10551897
 INVALID_VALUE = 262185
+UPDATE_COMPLETE = 10551399  # status_details[].issue.code of "Image update complete" (ONTAP)
 SAVE_ATTEMPTS = 20
+TIMEZONE = "Etc/UTC"  # every time swdepot reports is UTC
 
 
 RESTARTED = "The job was interrupted because the service restarted."
@@ -182,6 +189,7 @@ class ClusterProfile:
             "name": ident.name,
             "uuid": ident.uuid,
             "version": {"full": f"NetApp Release {version}: swdepot", **version_parts(version)},
+            "timezone": {"name": TIMEZONE},
             "_links": {"self": {"href": "/api/cluster"}},
         }
 
@@ -191,7 +199,7 @@ class ClusterProfile:
         body: dict[str, Any] = {
             "version": min(versions.values(), key=version_key),
             "state": "completed",
-            "nodes": [{"name": n, "version": v} for n, v in versions.items()],
+            "nodes": [{"name": n, "version": v, "model": MODEL} for n, v in versions.items()],
         }
         update = state.update
         now = self._clock()
@@ -206,8 +214,15 @@ class ClusterProfile:
             body["estimated_duration"] = round(sum(s.seconds for s in update.steps))
             body["update_details"] = update_details(update, now)
             body["status_details"] = status_details(update)
+        validation = state.validation
+        if validation is not None and (update is None or (
+                not update.state.active and validation.start_time >= update.start_time)):
+            body["elapsed_duration"] = round(validation.end_time - validation.start_time)
+            body["estimated_duration"] = round(validation.estimated_seconds)
         if state.validation_results is not None:
             body["validation_results"] = [r.to_ontap() for r in state.validation_results]
+        if update is not None and update.post_update_checks:
+            body["post_update_checks"] = [r.to_ontap() for r in update.post_update_checks]
         body["_links"] = {"self": {"href": "/api/cluster/software"}}
         return body
 
@@ -222,23 +237,26 @@ class ClusterProfile:
         return self._start_job(lambda ctx: self._validate(record, checked))
 
     def _validate(self, record: PackageRecord, nodes: Sequence[str]) -> str:
+        start = self._clock()
         results = self.checks(record, nodes, self.node_versions())
-        self._save(lambda state: replace(state, validation_results=results))
+        ran = Validation(start, self._clock(), self._pace.step_seconds)
+        self._save(lambda state: replace(state, validation_results=results, validation=ran))
         return "success"
 
     def start_update(self, version: str | None, *, skip_warnings: bool,
                      nodes_to_update: Sequence[str] | None, stabilize_minutes: int) -> Job:
         """Refuse what is refused at once, then record the update in a job."""
-        update = self.prepare_update(version, skip_warnings=skip_warnings,
-                                     nodes_to_update=nodes_to_update,
-                                     stabilize_minutes=stabilize_minutes)
-        return self._start_job(lambda ctx: self._begin(update))
+        update, skipped = self.prepare_update(version, skip_warnings=skip_warnings,
+                                              nodes_to_update=nodes_to_update,
+                                              stabilize_minutes=stabilize_minutes)
+        return self._start_job(lambda ctx: self._begin(update, skipped))
 
     def prepare_update(self, version: str | None, *, skip_warnings: bool,
                        nodes_to_update: Sequence[str] | None,
-                       stabilize_minutes: int) -> Update:
+                       stabilize_minutes: int) -> tuple[Update, tuple[str, ...]]:
         """The update :meth:`start_update` would start, planned but not started (also
-        ``cluster image update -estimate-only``); refuses what would be refused."""
+        ``cluster image update -estimate-only``), and the nodes it leaves out because they
+        run its version already; refuses what would be refused."""
         if self.update_in_progress():
             raise Conflict(UPDATE_IN_PROGRESS, "Cannot perform an update when a previous "
                            "update is still in progress.")
@@ -246,14 +264,16 @@ class ClusterProfile:
         nodes = (self._known_nodes(nodes_to_update, target="nodes_to_update")
                  if nodes_to_update else self._members())
         versions = self.node_versions()
-        nodes = tuple(n for n in nodes if versions[n] != record.version)
+        skipped = tuple(n for n in nodes if versions[n] == record.version)
+        nodes = tuple(n for n in nodes if n not in skipped)
         if not nodes:
             raise Conflict(ALREADY_AT_VERSION, f'All nodes are already running version '
                            f'"{record.version}".', target="version")
         return Update(version=record.version, state=UpdateState.IN_PROGRESS,
                       steps=plan(nodes, self._pace, stabilize_minutes), nodes=nodes,
                       skip_warnings=skip_warnings, stabilize_minutes=stabilize_minutes,
-                      start_time=self._clock(), from_versions={n: versions[n] for n in nodes})
+                      start_time=self._clock(), from_versions={n: versions[n] for n in nodes}
+                      ), skipped
 
     def _known_nodes(self, nodes: Sequence[str], *, target: str) -> tuple[str, ...]:
         members = self._members()
@@ -263,14 +283,17 @@ class ClusterProfile:
                                "cluster.", target=target)
         return tuple(nodes)
 
-    def _begin(self, update: Update) -> str:
+    def _begin(self, update: Update, skipped: Sequence[str]) -> str:
+        """Record the update; the nodes it leaves out at their version go to the history."""
         def begin(state: ProfileState) -> ProfileState:
             if state.update is not None and state.update.state.active:
                 raise Conflict(UPDATE_IN_PROGRESS, "Cannot perform an update when a previous "
                                "update is still in progress.")
-            first = replace(update.steps[0], state="in_progress", start_time=self._clock())
-            return replace(state, update=replace(update, start_time=self._clock())
-                           .with_step(first))
+            now = self._clock()
+            first = replace(update.steps[0], state="in_progress", start_time=now)
+            return replace(state, update=replace(update, start_time=now).with_step(first),
+                           history=state.history + skipped_history(skipped, update.version,
+                                                                   now))
 
         self._save(begin)
         log.info("software update to %s started on %s", update.version, ", ".join(update.nodes))
@@ -334,13 +357,20 @@ class ClusterProfile:
     def _step_work(self, update: Update, step: Step, state: ProfileState) -> StepOutcome:
         record = self._repository.catalog.by_version(update.version)
         if record is None:
-            raise StepFailed(f'Package "{update.version}" is no longer in the repository.')
+            raise StepFailed(f'Package "{update.version}" is no longer in the repository.',
+                             code=PACKAGE_NOT_IN_REPOSITORY,
+                             action="Cancel the update, download the package again, then "
+                             "start the update again.")
         if step.name == "initialize":
             return self._pre_update_checks(update, record, state)
         if step.name == "do-download-job":
             if not self._repository.copy_intact(record, step.node):
                 raise StepFailed(f'The copy of package "{record.version}" for node '
-                                 f'"{step.node}" is missing or corrupt.')
+                                 f'"{step.node}" is missing or corrupt.',
+                                 code=REPOSITORY_PLACEMENT_FAILED,
+                                 action="Run `swdepot repository verify --repair` to restore "
+                                 "the copy from the other node's, then resume the update; "
+                                 "or cancel it.")
             return StepOutcome("Software image downloaded and verified.")
         if step.name == "do-install-job":
             return StepOutcome(f"Software image {record.version} installed.")
@@ -348,20 +378,39 @@ class ClusterProfile:
             return StepOutcome(f"Node rebooted into {record.version}; giveback complete.")
         if step.name == "stabilize":
             return StepOutcome("Node is stable.")
+        return self._post_update_checks(update, state)
+
+    def _post_update_checks(self, update: Update, state: ProfileState) -> StepOutcome:
+        """Every updated node runs the new version; one failed check per node that does not.
+
+        [decision] Nothing but an inconsistency of swdepot's own state can fail it, hence
+        INTERNAL_ERROR as its code."""
         behind = [n for n in update.nodes if state.node_versions.get(n) != update.version]
         if behind:
-            raise StepFailed(f"Nodes not at {update.version}: {', '.join(behind)}.")
-        return StepOutcome("Image update complete")
+            retry = "Resume the update to run the check again, or cancel it."
+            raise StepFailed(
+                f"Nodes not at {update.version}: {', '.join(behind)}.", code=INTERNAL_ERROR,
+                action=retry, post_update_checks=tuple(
+                    ValidationResult("Version check", "error",
+                                     f"Node {n} runs {state.node_versions.get(n, '')}, "
+                                     f"expected {update.version}.", retry)
+                    for n in behind))
+        return StepOutcome("Image update complete", code=UPDATE_COMPLETE)
 
     def _pre_update_checks(self, update: Update, record: PackageRecord,
                            state: ProfileState) -> StepOutcome:
         results = self.checks(record, update.nodes, self.node_versions(state))
         if any(r.status == "error" for r in results):
             raise StepFailed("Pre-update checks failed; see validation_results.", fatal=True,
-                             validation_results=results)
+                             validation_results=results, code=PACKAGE_PROCESSING_FAILED,
+                             action="Correct what validation_results names, then start the "
+                             "update again.")
         if results and not update.skip_warnings:
             raise StepFailed("Pre-update checks reported warnings; resume the update to "
-                             "continue anyway, or cancel it.", validation_results=results)
+                             "continue anyway, or cancel it.", validation_results=results,
+                             code=PACKAGE_PROCESSING_FAILED,
+                             action="Use PATCH /api/cluster/software?action=resume to accept "
+                             "the warnings and continue, or action=cancel.")
         return StepOutcome("Pre-update checks complete.", results)
 
     def checks(self, record: PackageRecord, nodes: Sequence[str],

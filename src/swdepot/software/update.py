@@ -47,6 +47,12 @@ class UpdateState(StrEnum):
         return self in (UpdateState.IN_PROGRESS, UpdateState.PAUSE_PENDING,
                         UpdateState.CANCEL_PENDING)
 
+    @property
+    def held(self) -> bool:
+        """Paused, or about to be paused or canceled: the current step shows this state."""
+        return self in (UpdateState.PAUSED_BY_USER, UpdateState.PAUSED_ON_ERROR,
+                        UpdateState.PAUSE_PENDING, UpdateState.CANCEL_PENDING)
+
 
 PRE_CHECKS = "Pre-update checks"
 NODE_UPDATES = "Data ONTAP updates"
@@ -67,7 +73,7 @@ def version_key(version: str) -> tuple[int, int, int, int, int]:
 
 @dataclass(frozen=True)
 class ValidationResult:
-    """One ``validation_results[]`` entry."""
+    """One ``validation_results[]`` (or failed ``post_update_checks[]``) entry."""
 
     update_check: str
     status: str  # "warning" | "error"
@@ -91,6 +97,8 @@ class Step:
     start_time: float | None = None
     end_time: float | None = None
     message: str = ""
+    code: int = 0  # the message's: 0 when it only informs
+    action: str = ""  # a failed step's corrective action
 
 
 @dataclass(frozen=True)
@@ -108,6 +116,7 @@ class Update:
     end_time: float | None = None
     message: str = ""
     from_versions: dict[str, str] = field(default_factory=dict)  # each node's, at the start
+    post_update_checks: tuple[ValidationResult, ...] = ()  # the failed ones
 
     @property
     def step(self) -> Step | None:
@@ -128,7 +137,16 @@ class HistoryEntry:
     end_time: float
     from_version: str
     to_version: str
-    state: str  # "successful" | "canceled"
+    state: str  # "successful" | "canceled" | "skip_upgrade"
+
+
+@dataclass(frozen=True)
+class Validation:
+    """When the last ``validate_only`` ran, and how long its checks are planned to take."""
+
+    start_time: float
+    end_time: float
+    estimated_seconds: float
 
 
 @dataclass(frozen=True)
@@ -139,6 +157,7 @@ class ProfileState:
     validation_results: tuple[ValidationResult, ...] | None = None
     update: Update | None = None
     history: tuple[HistoryEntry, ...] = ()
+    validation: Validation | None = None
     ha_configured: bool | None = None  # ``cluster ha modify``; None: never set
 
     def to_json(self) -> dict[str, Any]:
@@ -151,13 +170,18 @@ class ProfileState:
         if update is not None:
             update = Update(**{**update, "state": UpdateState(update["state"]),
                                "steps": tuple(Step(**s) for s in update["steps"]),
-                               "nodes": tuple(update["nodes"])})
+                               "nodes": tuple(update["nodes"]),
+                               "post_update_checks": tuple(
+                                   ValidationResult(**r)
+                                   for r in update.get("post_update_checks", ()))})
+        validation = raw.get("validation")
         return cls(
             node_versions=dict(raw.get("node_versions", {})),
             validation_results=None if results is None else tuple(
                 ValidationResult(**r) for r in results),
             update=update,
             history=tuple(HistoryEntry(**h) for h in raw.get("history", ())),
+            validation=None if validation is None else Validation(**validation),
             ha_configured=raw.get("ha_configured"),
         )
 
@@ -200,16 +224,25 @@ class StepOutcome:
 
     message: str
     validation_results: tuple[ValidationResult, ...] | None = None
+    code: int = 0  # the message's: 0 when it only informs
 
 
 class StepFailed(Exception):
-    """A step found a problem: the update pauses on error, or fails when ``fatal``."""
+    """A step found a problem: the update pauses on error, or fails when ``fatal``.
 
-    def __init__(self, message: str, *, fatal: bool = False,
-                 validation_results: tuple[ValidationResult, ...] | None = None) -> None:
+    ``code`` names the problem and ``action`` what the operator can do about it;
+    ``post_update_checks`` are the post-update checks that failed.
+    """
+
+    def __init__(self, message: str, *, code: int, action: str, fatal: bool = False,
+                 validation_results: tuple[ValidationResult, ...] | None = None,
+                 post_update_checks: tuple[ValidationResult, ...] = ()) -> None:
         super().__init__(message)
+        self.code = code
+        self.action = action
         self.fatal = fatal
         self.validation_results = validation_results
+        self.post_update_checks = post_update_checks
 
 
 # What a step does when its time is up.
@@ -246,16 +279,19 @@ def _finish_step(state: ProfileState, update: Update, step: Step, due: float,
     try:
         outcome = work(update, step, state)
     except StepFailed as exc:
-        failed = replace(step, state="failed", end_time=due, message=str(exc))
+        failed = replace(step, state="failed", end_time=due, message=str(exc), code=exc.code,
+                         action=exc.action)
         update = replace(update.with_step(failed), message=str(exc),
+                         post_update_checks=exc.post_update_checks,
                          state=UpdateState.FAILED if exc.fatal else UpdateState.PAUSED_ON_ERROR,
                          end_time=due if exc.fatal else None)
         results = exc.validation_results or state.validation_results
         return replace(state, update=update, validation_results=results)
     if outcome.validation_results is not None:
         state = replace(state, validation_results=outcome.validation_results)
-    done = replace(step, state="completed", end_time=due, message=outcome.message)
-    update = update.with_step(done)
+    done = replace(step, state="completed", end_time=due, message=outcome.message,
+                   code=outcome.code)
+    update = replace(update.with_step(done), post_update_checks=())
     versions = dict(state.node_versions)
     history = state.history
     if step.name == "do-takeover-reboot-giveback":
@@ -290,6 +326,12 @@ def _installed(update: Update, node: str, previous: str | None, end: float,
                         update.version, outcome)
 
 
+def skipped_history(nodes: Sequence[str], version: str,
+                    at: float) -> tuple[HistoryEntry, ...]:
+    """[I] ``skip_upgrade``: nodes an update left out because they already run its version."""
+    return tuple(HistoryEntry(node, at, at, version, version, "skip_upgrade") for node in nodes)
+
+
 def canceled_history(update: Update, versions: dict[str, str],
                      end: float) -> tuple[HistoryEntry, ...]:
     """A canceled update: the node whose installation had begun and not ended."""
@@ -306,10 +348,11 @@ def resume(update: Update, now: float) -> Update:
     ``cluster image resume-update`` does.
     """
     step = update.step
-    update = replace(update, state=UpdateState.IN_PROGRESS, message="", skip_warnings=True)
+    update = replace(update, state=UpdateState.IN_PROGRESS, message="", skip_warnings=True,
+                     post_update_checks=())
     if step is not None:
         update = update.with_step(replace(step, state="in_progress", start_time=now,
-                                          end_time=None, message=""))
+                                          end_time=None, message="", code=0, action=""))
     return update
 
 
@@ -328,15 +371,24 @@ def _duration(start: float | None, end: float | None, now: float) -> int:
     return max(0, round((end if end is not None else now) - start))
 
 
+def _held_at(update: Update, index: int) -> bool:
+    """While the update is paused or a pause or cancel is pending, its current step (and
+    that step's phase) shows the update's state instead of its own."""
+    return update.state.held and index == update.current
+
+
 def update_details(update: Update, now: float) -> list[dict[str, Any]]:
     """``update_details[]``: one entry per phase and node, with its aggregate state."""
-    groups: dict[tuple[str, str], list[Step]] = {}
-    for step in update.steps:
-        groups.setdefault((step.phase, step.node), []).append(step)
+    groups: dict[tuple[str, str], list[int]] = {}
+    for index, step in enumerate(update.steps):
+        groups.setdefault((step.phase, step.node), []).append(index)
     details = []
-    for (phase, node), steps in groups.items():
+    for (phase, node), indices in groups.items():
+        steps = [update.steps[index] for index in indices]
         states = {s.state for s in steps}
-        if states == {"completed"}:
+        if any(_held_at(update, index) for index in indices):
+            state = str(update.state)
+        elif states == {"completed"}:
             state = "completed"
         elif "failed" in states:
             state = "failed"
@@ -355,17 +407,23 @@ def update_details(update: Update, now: float) -> list[dict[str, Any]]:
 
 
 def status_details(update: Update) -> list[dict[str, Any]]:
-    """``status_details[]``: every step that has started, with its issue text."""
+    """``status_details[]``: every step that has started (and the one a paused update
+    waits at), with its issue and, when it failed, the corrective action."""
     details = []
-    for step in update.steps:
-        if step.start_time is None:
+    for index, step in enumerate(update.steps):
+        held = _held_at(update, index)
+        if step.start_time is None and not held:
             continue
-        entry: dict[str, Any] = {"name": step.name, "state": step.state,
-                                 "node": {"name": step.node},
-                                 "start_time": iso(step.start_time)}
+        entry: dict[str, Any] = {"name": step.name,
+                                 "state": str(update.state) if held else step.state,
+                                 "node": {"name": step.node}}
+        if step.start_time is not None:
+            entry["start_time"] = iso(step.start_time)
         if step.end_time is not None:
             entry["end_time"] = iso(step.end_time)
         if step.message:
-            entry["issue"] = {"message": step.message}
+            entry["issue"] = {"code": step.code, "message": step.message}
+        if step.state == "failed" and step.action:
+            entry["action"] = {"code": step.code, "message": step.action}
         details.append(entry)
     return details

@@ -237,7 +237,7 @@ async def image_update(request: Request) -> Response:
                "stabilize_minutes": values.get("stabilize_minutes",
                                                DEFAULT_STABILIZE_MINUTES)}
     if values.get("estimate_only"):
-        update = await run_in_threadpool(
+        update, _ = await run_in_threadpool(
             lambda: profile.prepare_update(values["version"], **options))
         return respond(request, {"cli_output": estimate_table(update)})
     job = await run_in_threadpool(lambda: profile.start_update(values["version"], **options))

@@ -27,8 +27,8 @@ ACTIONS = ("pause", "resume", "cancel")
 UPDATE_QUERY = ("validate_only", "skip_warnings", "action", "nodes_to_update",
                 "stabilize_minutes")
 READ_ONLY = ("state", "pending_version", "nodes", "validation_results", "status_details",
-             "update_details", "elapsed_duration", "estimated_duration", "metrocluster",
-             "start_time", "end_time")
+             "update_details", "post_update_checks", "elapsed_duration", "estimated_duration",
+             "metrocluster", "start_time", "end_time")
 DEFAULT_STABILIZE_MINUTES = 8
 
 

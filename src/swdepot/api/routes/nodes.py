@@ -17,7 +17,7 @@ from starlette.routing import Route
 from swdepot.api import schemas
 from swdepot.api.routes.common import collection, instance, service_of
 from swdepot.errors import entry_not_found
-from swdepot.nodes import Node
+from swdepot.nodes import MODEL, Node
 from swdepot.service import Service
 from swdepot.software.profile import version_parts
 
@@ -30,7 +30,7 @@ def _record(node: Node, version: str) -> dict[str, Any]:
         "name": node.name,
         "state": "up" if node.up else "down",
         "membership": "member",
-        "model": "swdepot",  # [decision] no hardware to name: the product that serves it
+        "model": MODEL,
         "uptime": node.uptime,
         "version": {"full": f"NetApp Release {version}: swdepot", **version_parts(version)},
         "_links": {"self": {"href": f"{COLLECTION}/{node.uuid}"}},
