@@ -95,6 +95,12 @@ class UserStore(Protocol):
 
     def put(self, name: str, password_hash: str, role: str) -> None: ...
 
+    def all(self) -> list[tuple[str, str]]:
+        """(name, role) of every user, by name; hashes stay in the store."""
+
+    def delete(self, name: str) -> bool:
+        """Remove a user; False if there was none."""
+
 
 @dataclass(frozen=True)
 class Principal:
@@ -197,8 +203,10 @@ class Authenticator:
         finally:
             with self._lock:
                 self._pending.pop(token, None)
-                if pending.done() and pending.exception() is None and pending.result():
-                    self._remember(token, pending.result())
+                known = (pending.result() if pending.done() and pending.exception() is None
+                         else None)
+                if known is not None:
+                    self._remember(token, known)
         return principal
 
     def _verify(self, name: str, password: str) -> Principal | None:

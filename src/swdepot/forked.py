@@ -232,7 +232,7 @@ class LogChannel:
 class _Relog(logging.Handler):
     """The listener's one handler: a worker's record goes to its own logger's handlers."""
 
-    def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+    def handle(self, record: logging.LogRecord) -> bool:
         logging.getLogger(record.name).handle(record)
         return True
 
@@ -242,7 +242,7 @@ class _Relog(logging.Handler):
 
 def listen(channel: LogChannel) -> logging.handlers.QueueListener:
     """Start emitting what the workers log through ``channel`` (service side)."""
-    listener = logging.handlers.QueueListener(channel, _Relog())  # type: ignore[arg-type]
+    listener = logging.handlers.QueueListener(channel, _Relog())
     listener.start()
     return listener
 
@@ -250,7 +250,7 @@ def listen(channel: LogChannel) -> logging.handlers.QueueListener:
 def log_to(channel: LogChannel) -> None:  # pragma: no cover - runs in a worker
     """Route every record of this worker to the service (the handlers inherited from it
     hold its files and locks)."""
-    handler = logging.handlers.QueueHandler(channel)  # type: ignore[arg-type]
+    handler = logging.handlers.QueueHandler(channel)
     for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
         if isinstance(logger, logging.Logger):
             logger.handlers = [handler] if logger is logging.getLogger() else []

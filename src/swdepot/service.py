@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from swdepot import forked
 from swdepot.auth import ADMIN, Authenticator, PendingHash, hash_password
@@ -95,7 +95,7 @@ class Service:
             members=self.nodes.names,
         )
         node = settings.node
-        engine: Engine = TransferEngine(
+        transfer: Engine = TransferEngine(
             CurlOptions(
                 ca_bundle=ca_bundle(settings),
                 allowed_networks=settings.allowed_network_objects(),
@@ -113,8 +113,9 @@ class Service:
         self._log_channel: LogChannel | None = None
         self._log_listener: logging.handlers.QueueListener | None = None
         elsewhere: IntakeWorkers | None = None
+        engine: Engine | ForkingEngine = transfer
         if settings.transfer_process and hasattr(os, "fork"):
-            engine = ForkingEngine(engine, nice=settings.transfer_nice)
+            engine = ForkingEngine(transfer, nice=settings.transfer_nice)
             self.workers = WorkerPool("intake", settings.worker_processes,
                                       limit=settings.job_workers)
             elsewhere = IntakeWorkers(self.repository, self.workers)
@@ -232,7 +233,7 @@ class Service:
         """Finished jobs are kept for the retention period, then they answer 404."""
         return time.time() - self.settings.job_retention_seconds
 
-    def ensure_admin(self, out: object = sys.stderr, *,
+    def ensure_admin(self, out: TextIO = sys.stderr, *,
                      prehashed: PendingHash | None = None) -> None:
         """Set the admin password from settings, or generate one on first start.
 

@@ -226,4 +226,6 @@ async def _authenticate(authenticator: Authenticator, request: Request) -> Princ
 
 
 def principal(request: Request) -> Principal:
-    return request.scope["principal"]
+    """Who sent the request (set by :class:`AuthMiddleware` before any route runs)."""
+    who: Principal = request.scope["principal"]
+    return who

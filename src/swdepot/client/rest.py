@@ -152,7 +152,9 @@ class SwdepotClient:
         return _job_uuid(self.request("POST", DOWNLOAD, json=body))
 
     def packages(self) -> list[dict[str, Any]]:
-        return self.request("GET", PACKAGES, params={"fields": "*"})["records"]
+        records: list[dict[str, Any]] = self.request("GET", PACKAGES,
+                                                     params={"fields": "*"})["records"]
+        return records
 
     def package_by_file_name(self, file_name: str) -> dict[str, Any] | None:
         records = self.request("GET", PACKAGES,
@@ -181,7 +183,9 @@ class SwdepotClient:
         return self.request("GET", f"{JOBS}/{_segment(uuid)}", params={"fields": "*"})
 
     def jobs(self) -> list[dict[str, Any]]:
-        return self.request("GET", JOBS, params={"fields": "*"})["records"]
+        records: list[dict[str, Any]] = self.request("GET", JOBS,
+                                                     params={"fields": "*"})["records"]
+        return records
 
 
 def _segment(value: str) -> str:

@@ -11,6 +11,7 @@ import hashlib
 import tarfile
 import zlib
 from dataclasses import dataclass
+from typing import IO, cast
 
 from zlib_ng import zlib_ng
 
@@ -58,7 +59,8 @@ class _BoundedTarInfo(tarfile.TarInfo):
             raise PackageInvalid.because(
                 f"extended tar header of {self.size} bytes (limit {MAX_EXTENDED_HEADER})"
             )
-        return super()._proc_member(archive)  # type: ignore[misc]
+        member: tarfile.TarInfo = super()._proc_member(archive)  # type: ignore[misc]
+        return member
 
 
 @dataclass(frozen=True)
@@ -106,8 +108,9 @@ class ArchiveScan:
         # Random-access mode over a forward-only file: skipping a member's data then costs
         # one read per inflated piece instead of tarfile's stream-mode copies per bufsize,
         # and header reads stay 512-byte reads (see ForwardFile).
-        with tarfile.TarFile(
-            fileobj=ForwardFile(self._unpacked), mode="r", tarinfo=_BoundedTarInfo,
+        with tarfile.TarFile(  # tarfile only reads it; typeshed asks for write() too
+            fileobj=cast(IO[bytes], ForwardFile(self._unpacked)), mode="r",
+            tarinfo=_BoundedTarInfo,
             encoding="utf-8",
         ) as tar:
             for member in tar:

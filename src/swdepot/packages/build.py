@@ -173,7 +173,7 @@ def _add_source(tar: tarfile.TarFile, source: _Source, entry: FileEntry, mtime: 
     info = _tarinfo(source.member, entry.size, mtime, mode)
     with source.path.open("rb") as fileobj:
         reader = _HashingReader(fileobj)
-        tar.addfile(info, reader)  # type: ignore[arg-type]
+        tar.addfile(info, reader)
     if reader.digest.hexdigest() != entry.sha256:
         raise ValueError(f"{source.path}: changed while the package was being built")
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from swdepot.packages.model import PackageInvalid
 from swdepot.packages.naming import normalise_member_path
@@ -57,7 +57,7 @@ class _ManifestError(ValueError):
     """A structural problem; turned into PackageInvalid by parse_manifest."""
 
 
-def valid_version(version: object) -> bool:
+def valid_version(version: object) -> TypeGuard[str]:
     """Whether a manifest version is acceptable; it becomes part of repository names and URLs."""
     return isinstance(version, str) and _VERSION.fullmatch(version) is not None
 

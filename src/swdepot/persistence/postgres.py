@@ -50,7 +50,7 @@ class PgDatabase:
             raise
 
     @contextmanager
-    def transaction(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+    def transaction(self) -> Iterator[psycopg.Connection[Any]]:
         """One transaction on a pooled connection; rolled back if the block raises."""
         with self._pool.connection() as conn, conn.transaction():
             yield conn
@@ -341,6 +341,7 @@ class PgNodeStore:
                 " started_at = EXCLUDED.started_at, heartbeat_at = EXCLUDED.heartbeat_at,"
                 " address = EXCLUDED.address RETURNING *",
                 (name, new_uuid, now, now, address, now)).fetchone()
+        assert row is not None  # an upsert with RETURNING always gives its row
         return node_from_row(row)
 
     def heartbeat(self, name: str, now: float) -> None:

@@ -88,7 +88,8 @@ class DownloadService:
     """
 
     def __init__(self, *, runner: JobRunner, jobs: JobStore, repository: Repository,
-                 ingest: PackageIngest, engine: Engine, node: str, sealer: Sealer,
+                 ingest: PackageIngest, engine: Engine | ForkingEngine, node: str,
+                 sealer: Sealer,
                  update_in_progress: Callable[[], bool] = lambda: False,
                  elsewhere: IntakeRunner | None = None) -> None:
         """``elsewhere``: where the intake runs (a worker process), if not on the job's
@@ -200,6 +201,7 @@ class DownloadService:
 
     def _fetch(self, url: DownloadUrl, credentials: Credentials, known: Validator | None,
                sink: PackageSink, control: Control) -> None:
+        assert not isinstance(self._engine, ForkingEngine)  # intake() prepared that one
         self._engine.fetch(url, credentials, sink, control, known=known)
 
     def _source(self, uuid: str, params: dict[str, Any], target: str | None
@@ -260,13 +262,14 @@ class DownloadService:
             return DownloadStatus("not_started", "Package download has not started.",
                                   DOWNLOAD_NOT_STARTED)
         p = job.progress
-        extra = {"bytes_done": p.bytes_done, "bytes_total": p.bytes_total, "speed": p.speed,
-                 "job_uuid": job.uuid}
         if job.state is JobState.SUCCESS:
-            return DownloadStatus("success", COMPLETED, 0, **extra)
-        if job.state is JobState.FAILURE:
-            return DownloadStatus("failure", job.message, job.code, **extra)
-        return DownloadStatus("running", IN_PROGRESS, DOWNLOAD_RUNNING, **extra)
+            state, message, code = "success", COMPLETED, 0
+        elif job.state is JobState.FAILURE:
+            state, message, code = "failure", job.message, job.code
+        else:
+            state, message, code = "running", IN_PROGRESS, DOWNLOAD_RUNNING
+        return DownloadStatus(state, message, code, bytes_done=p.bytes_done,
+                              bytes_total=p.bytes_total, speed=p.speed, job_uuid=job.uuid)
 
 
 def _task(job: Job, resume: ResumePoint | None, known: Validator | None) -> dict[str, Any]:

@@ -215,7 +215,8 @@ class CurlFetcher:
         if exchange.error is not None:
             error = exchange.error
             return error if isinstance(error, OntapError) else failed(str(error))
-        code, text = exc.args[0], str(exc.args[1]).rstrip(".")
+        args: tuple[Any, ...] = exc.args  # (libcurl code, its message)
+        code, text = int(args[0]), str(args[1]).rstrip(".")
         if exchange.blocked is not None:
             return failed(f"the address {exchange.blocked} is not in the outbound allow-list")
         if code == pycurl.E_HTTP_RETURNED_ERROR:

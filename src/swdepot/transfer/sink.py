@@ -24,11 +24,14 @@ import mmap
 import queue
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from swdepot.errors import DOWNLOAD_FAILED, OntapError
 from swdepot.repository.repository import placement_failed
 from swdepot.repository.store import Upload
+
+if TYPE_CHECKING:
+    from swdepot.packages.model import PackageInfo
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,9 @@ class Inspector(Protocol):
              release: Callable[[], None] | None = None) -> None: ...
 
     def failed(self) -> OntapError | None: ...
+
+    def finish(self) -> PackageInfo:
+        """After the last byte: the package's facts, or the reason it is refused."""
 
     def abort(self) -> None: ...
 

@@ -28,7 +28,8 @@ from swdepot.service import Service
 
 
 def service_of(request: Request) -> Service:
-    return request.app.state.service
+    service: Service = request.app.state.service
+    return service
 
 
 def instance(request: Request, body: dict[str, Any], schema: ResourceSchema) -> Response:
