@@ -74,6 +74,13 @@ class Settings:
     # wakes the loop: every 10 ms cost an idle service 2 % of a core, every 100 ms 0.3 %.
     # Benchmarks that chase short stalls set 0.01.
     loop_lag_interval: float = 0.1
+    # What one HTTP request may take (api/protocol.py): a request line and headers above
+    # max_request_head_bytes get 431; a head not complete request_head_timeout seconds
+    # after the connection opened or the request began gets 408; a request body that
+    # sends nothing for request_body_timeout seconds (while the service reads) is cut off.
+    max_request_head_bytes: int = 64 * 1024
+    request_head_timeout: float = 10.0
+    request_body_timeout: float = 60.0
     # Retries of transient transfer failures (reset, truncation, 5xx, connect timeout)
     retries: int = 5  # consecutive failed attempts without progress before giving up
     retry_base_delay: float = 1.0  # first back-off; doubles per failure, with jitter

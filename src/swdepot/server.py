@@ -11,7 +11,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from swdepot.api.app import create_app
-from swdepot.api.protocol import CoalescingHttpToolsProtocol
+from swdepot.api.protocol import DEFAULT_LIMITS, CoalescingHttpToolsProtocol, RequestLimits
 from swdepot.api.shortcut import PollAnswerer
 from swdepot.auth import PendingHash
 from swdepot.config import Settings
@@ -21,15 +21,15 @@ from swdepot.tls import SelfSigned, harden
 
 
 def uvicorn_config(app: ASGIApp, host: str, port: int, *, polls: PollAnswerer | None = None,
-                   **options: Any) -> uvicorn.Config:
+                   limits: RequestLimits = DEFAULT_LIMITS, **options: Any) -> uvicorn.Config:
     """uvicorn as every swdepot listener runs it (the CLI's, the tests'); ``options`` add to it.
 
-    ``polls`` answers routine polls in the HTTP protocol itself (api/protocol.py).
+    ``polls`` answers routine polls in the HTTP protocol itself, ``limits`` bound each
+    request's head and body (api/protocol.py).
     ``proxy_headers`` is off: uvicorn would otherwise take the client address from any
     local caller's ``X-Forwarded-For``, and failed logins are counted per address.
     """
-    protocol = (CoalescingHttpToolsProtocol if polls is None
-                else functools.partial(CoalescingHttpToolsProtocol, polls=polls))
+    protocol = functools.partial(CoalescingHttpToolsProtocol, polls=polls, limits=limits)
     defaults: dict[str, Any] = {
         # httptools, each response's writes sent as one (api/protocol.py)
         "loop": "uvloop", "http": protocol, "server_header": False,
@@ -45,7 +45,11 @@ def uvicorn_config(app: ASGIApp, host: str, port: int, *, polls: PollAnswerer | 
 
 def service_config(service: Service, host: str, port: int, **options: Any) -> uvicorn.Config:
     """uvicorn serving ``service``'s app, its polls answered in the protocol."""
-    return uvicorn_config(create_app(service), host, port, polls=PollAnswerer(service), **options)
+    s = service.settings
+    limits = RequestLimits(s.max_request_head_bytes, s.request_head_timeout,
+                           s.request_body_timeout)
+    return uvicorn_config(create_app(service), host, port, polls=PollAnswerer(service),
+                          limits=limits, **options)
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt() parameters

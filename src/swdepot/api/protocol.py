@@ -27,18 +27,29 @@ behind one, no upgrade, no ``Expect``, the client reading what it is sent, and n
 concurrency limit configured (uvicorn's access line, if that log is on, is logged as
 uvicorn logs it). Everything else, and every request the answerer declines, takes
 uvicorn's path unchanged.
+
+It also bounds what one connection may hold (:class:`RequestLimits`): a request line and
+headers above ``max_head_bytes`` get 431, a connection that has not sent a complete head
+within ``head_timeout`` of connecting or of its request's first byte gets 408 (or, if it
+sent nothing, is closed), and a request body that stops arriving for
+``body_idle_timeout`` while the app waits for it is cut off — over TLS as over TCP.
+uvicorn's httptools protocol has none of these: over TLS, a request with 4,000 header
+lines (240 KB) was never answered and held its connection open.
 """
 
 from __future__ import annotations
 
 import asyncio
 import urllib.parse
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import httptools
+import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.protocols.utils import get_client_addr
 
+from swdepot.errors import INVALID_VALUE, OntapError
 from swdepot.logs import REQUEST_ID
 
 if TYPE_CHECKING:
@@ -48,6 +59,24 @@ if TYPE_CHECKING:
 HOLD_AT_MOST = 64 * 1024
 #: Seconds an idle connection gets at shutdown to finish its close before it is aborted.
 IDLE_CLOSE_GRACE = 0.5
+#: After a refusal (431, 408), what the client still sends is read and dropped for this
+#: long (or up to DRAIN_AT_MOST bytes), so that closing does not reset the connection
+#: before the client has read the answer.
+DRAIN_SECONDS = 1.0
+DRAIN_AT_MOST = 1 << 20
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """What one request may take (settings ``max_request_head_bytes``,
+    ``request_head_timeout``, ``request_body_timeout``; docs/operations.md)."""
+
+    max_head_bytes: int = 64 * 1024
+    head_timeout: float = 10.0
+    body_idle_timeout: float = 60.0
+
+
+DEFAULT_LIMITS = RequestLimits()
 
 
 class CoalescingTransport:
@@ -105,14 +134,120 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol over a :class:`CoalescingTransport`, answering what
     ``polls`` answers itself (see the module's notes)."""
 
-    def __init__(self, *args: Any, polls: PollAnswerer | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, polls: PollAnswerer | None = None,
+                 limits: RequestLimits = DEFAULT_LIMITS, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._polls = polls
+        self._limits = limits
         self._answered = False  # the request being parsed was answered here
+        self._in_head = False  # between a request's first byte and its headers' end
+        self._in_body = False  # between a request's headers and its end, for the app
+        self._head_buffered = 0  # bytes received while the head was incomplete (a bound)
+        self._head_started: float | None = None  # loop time the latest head began
+        self._body_seen = 0.0  # loop time of the latest body bytes
+        self._refusal: OntapError | None = None  # to answer once the parser returns
+        self._drained: int | None = None  # None, or bytes dropped since a refusal
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         coalescing = CoalescingTransport(transport, self.loop)
         super().connection_made(coalescing)  # type: ignore[arg-type]
+        self._arm_head_timer(self._limits.head_timeout)  # a request must come in time
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timers()
+        super().connection_lost(exc)
+
+    # --- limits -------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self._drained is not None:  # refused: read and drop until closed
+            self._drained += len(data)
+            if self._drained > DRAIN_AT_MOST:
+                self.transport.close()
+            return
+        super().data_received(data)
+        if self._in_head:  # a head goes on past this chunk: the parser holds its bytes
+            self._head_buffered += len(data)
+            if self._head_buffered > self._limits.max_head_bytes:
+                self._refusal = _head_too_large(self._limits)
+        elif self._in_body and self._body_timer is None:
+            self._body_timer = self.loop.call_later(self._limits.body_idle_timeout,
+                                                    self._body_late)
+        if self._refusal is not None:
+            self._refuse(self._refusal)
+
+    # The two timers are armed once and re-armed only while they matter, so that a
+    # request costs a clock read, not a timer (polls come thousands a second).
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head = True
+        self._head_buffered = 0
+        self._head_started = self.loop.time()
+        if self._head_timer is None:
+            self._arm_head_timer(self._limits.head_timeout)
+
+    def _arm_head_timer(self, delay: float) -> None:
+        self._head_timer = self.loop.call_later(delay, self._head_late)
+
+    def _head_late(self) -> None:
+        """``head_timeout`` after the connection opened or a head began, if not since."""
+        self._head_timer = None
+        if self._in_head and self._head_started is not None:
+            left = self._head_started + self._limits.head_timeout - self.loop.time()
+            if left > 0:
+                self._arm_head_timer(left)  # another head began since the timer was set
+                return
+            self._refuse(OntapError(INVALID_VALUE, "The request's headers did not arrive "
+                                    f"within {self._limits.head_timeout:g} seconds.",
+                                    status=408))
+        elif self._head_started is None and self._between_requests():
+            self.transport.close()  # connected, and never sent a request
+
+    def _body_late(self) -> None:
+        self._body_timer = None
+        if not self._in_body:
+            return
+        left = self._body_seen + self._limits.body_idle_timeout - self.loop.time()
+        if left > 0 or self.flow.read_paused:  # a byte since, or the app is the slow one
+            delay = left if left > 0 else self._limits.body_idle_timeout
+            self._body_timer = self.loop.call_later(delay, self._body_late)
+            return
+        self.logger.warning("request body idle for %gs; closing the connection",
+                            self._limits.body_idle_timeout)
+        self.transport.abort()
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._head_timer, self._body_timer):
+            if timer is not None:
+                timer.cancel()
+        self._head_timer = self._body_timer = None
+
+    def _refuse(self, error: OntapError) -> None:
+        """Answer ``error`` and close; what the client sends meanwhile is dropped."""
+        self._refusal = None
+        self._cancel_timers()
+        if self._drained is not None:
+            return
+        self._drained = 0
+        if not self._between_requests() or self.pipeline:
+            self.transport.abort()  # a response is being written: no room for another
+            return
+        body = orjson.dumps(error.to_body())
+        head = [STATUS_LINE[error.status]]
+        for name, value in self.server_state.default_headers:
+            head += (name, b": ", value, b"\r\n")
+        head += (b"content-type: application/hal+json\r\ncontent-length: ",
+                 str(len(body)).encode(), b"\r\nconnection: close\r\n\r\n", body)
+        transport: CoalescingTransport = self.transport  # type: ignore[assignment]
+        transport.write_whole(b"".join(head))
+        self.loop.call_later(DRAIN_SECONDS, self._close_after_refusal)
+
+    def _close_after_refusal(self) -> None:
+        self.transport.close()
+        self.loop.call_later(IDLE_CLOSE_GRACE, self._abort_if_open)
 
     def shutdown(self) -> None:
         """Close as uvicorn does; abort an idle connection still open a moment later.
@@ -136,16 +271,26 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             self.transport.abort()
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
+        if self._drained is not None or _head_size(self.url, self.headers) > \
+                self._limits.max_head_bytes:
+            self._refusal = self._refusal or _head_too_large(self._limits)
+            self._answered = True  # nothing of this request reaches the app
+            return
         if self._polls is not None and self._answer_poll(self._polls):
             self._answered = True
             return
+        self._in_body = True
+        self._body_seen = self.loop.time()
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
         if not self._answered:  # (an answered request has no body: never called then)
+            self._body_seen = self.loop.time()
             super().on_body(body)
 
     def on_message_complete(self) -> None:
+        self._in_body = False
         if self._answered:
             self._answered = False
             return
@@ -189,6 +334,16 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             REQUEST_ID.reset(token)
         self.on_response_complete()  # counts the request, arms the keep-alive timeout
         return True
+
+
+def _head_size(url: bytes, headers: list[tuple[bytes, bytes]]) -> int:
+    """The bytes of a request's target and headers as sent (``name: value`` + CRLF)."""
+    return len(url) + sum(len(name) + len(value) + 4 for name, value in headers)
+
+
+def _head_too_large(limits: RequestLimits) -> OntapError:
+    return OntapError(INVALID_VALUE, "The request's line and headers are larger than "
+                      f"{limits.max_head_bytes} bytes.", status=431)
 
 
 def _response(default_headers: list[tuple[bytes, bytes]], answer: PollAnswer) -> bytes:
