@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import re
 import socket
 import threading
@@ -285,3 +286,32 @@ def test_pipelined_requests_are_answered_in_order(listeners, job):
     answers = fast.exchange(get("/api/cluster") + poll, answers=2)
     assert b'"name"' in answers[0] and f'"uuid":"{job}"'.encode() in answers[1]
     assert fast.app.seen == ["GET /api/cluster", f"GET /api/cluster/jobs/{job}"]
+
+
+# --- uvicorn's internals ------------------------------------------------------------------
+
+
+def test_the_installed_uvicorn_has_what_the_protocol_uses() -> None:
+    from swdepot.api import protocol
+
+    assert protocol.missing_internals() == ()
+    assert isinstance(uvicorn_config(create_app_stub, "127.0.0.1", 0).http, functools.partial)
+
+
+def create_app_stub(scope, receive, send):  # pragma: no cover - never called
+    raise AssertionError
+
+
+def test_a_uvicorn_without_them_runs_its_own_protocol_with_a_warning(
+        monkeypatch, caplog, settings, start_service) -> None:
+    from swdepot.api import protocol
+
+    monkeypatch.setattr(protocol, "USED_ATTRIBUTES", (*protocol.USED_ATTRIBUTES, "renamed"))
+    monkeypatch.setattr(protocol, "USED_METHODS", (*protocol.USED_METHODS, "on_gone"))
+    with caplog.at_level("WARNING", logger="swdepot.server"):
+        config = uvicorn_config(create_app_stub, "127.0.0.1", 0)
+    assert config.http == "httptools"
+    assert "renamed, on_gone" not in caplog.text and "on_gone, renamed" in caplog.text
+    svc = start_service(settings)  # and the service still serves, on uvicorn's protocol
+    assert svc.api.get("/api/cluster").status_code == 200
+    assert svc.api.get("/api/cluster/software/download").status_code == 200  # the shortcut

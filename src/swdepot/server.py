@@ -5,19 +5,22 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import logging
 from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
 
 from swdepot.api.app import create_app
-from swdepot.api.protocol import DEFAULT_LIMITS, CoalescingHttpToolsProtocol, RequestLimits
+from swdepot.api.limits import DEFAULT_LIMITS, RequestLimits
 from swdepot.api.shortcut import PollAnswerer
 from swdepot.auth import PendingHash
 from swdepot.config import Settings
 from swdepot.nodelock import NodeLock
 from swdepot.service import Service
 from swdepot.tls import SelfSigned, harden
+
+log = logging.getLogger(__name__)
 
 
 def uvicorn_config(app: ASGIApp, host: str, port: int, *, polls: PollAnswerer | None = None,
@@ -29,7 +32,7 @@ def uvicorn_config(app: ASGIApp, host: str, port: int, *, polls: PollAnswerer | 
     ``proxy_headers`` is off: uvicorn would otherwise take the client address from any
     local caller's ``X-Forwarded-For``, and failed logins are counted per address.
     """
-    protocol = functools.partial(CoalescingHttpToolsProtocol, polls=polls, limits=limits)
+    protocol = http_protocol(polls, limits)
     defaults: dict[str, Any] = {
         # httptools, each response's writes sent as one (api/protocol.py)
         "loop": "uvloop", "http": protocol, "server_header": False,
@@ -41,6 +44,27 @@ def uvicorn_config(app: ASGIApp, host: str, port: int, *, polls: PollAnswerer | 
         "timeout_graceful_shutdown": 5,
     }
     return uvicorn.Config(app, host=host, port=port, **{**defaults, **options})
+
+
+def http_protocol(polls: PollAnswerer | None, limits: RequestLimits) -> Any:
+    """swdepot's HTTP protocol (api/protocol.py), or uvicorn's own httptools protocol,
+    with a warning, if the installed uvicorn lacks an internal the former uses: the
+    service then runs without the protocol's poll answers and request limits, but runs.
+    """
+    try:
+        # imported here: a uvicorn that renamed what it imports must not stop the service
+        from swdepot.api import protocol
+    except ImportError as exc:
+        missing: tuple[str, ...] = (str(exc),)
+    else:
+        missing = protocol.missing_internals()
+        if not missing:
+            return functools.partial(protocol.CoalescingHttpToolsProtocol, polls=polls,
+                                     limits=limits)
+    log.warning("uvicorn %s lacks what swdepot's HTTP protocol uses (%s); serving with "
+                "uvicorn's own httptools protocol, without request limits or the "
+                "protocol's poll answers", uvicorn.__version__, ", ".join(missing))
+    return "httptools"
 
 
 def service_config(service: Service, host: str, port: int, **options: Any) -> uvicorn.Config:

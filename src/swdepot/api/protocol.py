@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import asyncio
 import urllib.parse
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import httptools
@@ -49,6 +48,7 @@ import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.protocols.utils import get_client_addr
 
+from swdepot.api.limits import DEFAULT_LIMITS, RequestLimits
 from swdepot.errors import INVALID_VALUE, OntapError
 from swdepot.logs import REQUEST_ID
 
@@ -65,18 +65,16 @@ IDLE_CLOSE_GRACE = 0.5
 DRAIN_SECONDS = 1.0
 DRAIN_AT_MOST = 1 << 20
 
-
-@dataclass(frozen=True)
-class RequestLimits:
-    """What one request may take (settings ``max_request_head_bytes``,
-    ``request_head_timeout``, ``request_body_timeout``; docs/operations.md)."""
-
-    max_head_bytes: int = 64 * 1024
-    head_timeout: float = 10.0
-    body_idle_timeout: float = 60.0
-
-
-DEFAULT_LIMITS = RequestLimits()
+#: What this protocol uses of uvicorn's HttpToolsProtocol: the methods it overrides or
+#: calls, and the attributes it reads (uvicorn's internals: pyproject.toml holds uvicorn
+#: to the minor version tested, and :func:`missing_internals` checks them at start-up).
+USED_METHODS = ("connection_made", "connection_lost", "data_received", "shutdown",
+                "on_message_begin", "on_url", "on_header", "on_headers_complete",
+                "on_body", "on_message_complete", "on_response_complete")
+USED_ATTRIBUTES = ("access_log", "access_logger", "client", "connections", "cycle",
+                   "expect_100_continue", "flow", "headers", "limit_concurrency", "logger",
+                   "loop", "parser", "pipeline", "root_path", "scope", "server_state",
+                   "transport", "url")
 
 
 class CoalescingTransport:
@@ -334,6 +332,23 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             REQUEST_ID.reset(token)
         self.on_response_complete()  # counts the request, arms the keep-alive timeout
         return True
+
+
+def missing_internals() -> tuple[str, ...]:
+    """What :data:`USED_METHODS` and :data:`USED_ATTRIBUTES` name that the installed
+    uvicorn's HttpToolsProtocol lacks (empty: this protocol can run on it).
+
+    Attributes are looked for among the names its ``__init__``, ``connection_made`` and
+    ``on_message_begin`` use, where uvicorn sets them.
+    """
+    missing = [name for name in USED_METHODS
+               if not callable(getattr(HttpToolsProtocol, name, None))]
+    assigned: set[str] = set()
+    for method in ("__init__", "connection_made", "on_message_begin"):
+        code = getattr(getattr(HttpToolsProtocol, method, None), "__code__", None)
+        assigned |= set(code.co_names) if code is not None else set()
+    missing += [name for name in USED_ATTRIBUTES if name not in assigned]
+    return tuple(missing)
 
 
 def _head_size(url: bytes, headers: list[tuple[bytes, bytes]]) -> int:
