@@ -22,6 +22,7 @@ from swdepot.api.runtime import LoopLagMonitor
 from swdepot.api.shortcut import PollShortcut
 from swdepot.errors import (
     API_NOT_FOUND,
+    INTERNAL_ERROR,
     InternalError,
     MethodNotAllowed,
     OntapError,
@@ -32,7 +33,6 @@ from swdepot.service import Service
 
 log = logging.getLogger(__name__)
 
-UNEXPECTED_EXCEPTION = 262145
 
 
 async def _ontap_error(request: Request, exc: Exception) -> Response:
@@ -71,7 +71,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     """
     log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
     response = error_response(request, InternalError(
-        UNEXPECTED_EXCEPTION, "Application code returned an unexpected exception."))
+        INTERNAL_ERROR, "Application code returned an unexpected exception."))
     request_id = REQUEST_ID.get()
     if request_id is not None:
         response.headers["x-request-id"] = request_id

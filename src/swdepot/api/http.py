@@ -21,9 +21,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from swdepot.api.query import strip_links
 from swdepot.auth import Authenticator, Principal
 from swdepot.errors import (
+    ARRAY_NOT_EXPECTED,
     BODY_NOT_ALLOWED,
     FIELD_CANNOT_BE_SET,
     INVALID_JSON,
+    INVALID_VALUE,
     MISSING_REQUIRED,
     SECRET_IN_URL,
     UNEXPECTED_ARGUMENT,
@@ -39,7 +41,6 @@ log = logging.getLogger(__name__)
 HAL = "application/hal+json"
 JSON = "application/json"
 MAX_JSON_BODY = 1 << 20
-ARRAY_NOT_EXPECTED = 262255
 SECRET_FIELDS = ("password",)
 SECURITY_HEADERS = {
     "cache-control": "no-cache,no-store,must-revalidate",
@@ -91,7 +92,7 @@ def query_pairs(request: Request) -> list[tuple[str, str]]:
     try:
         pairs = parse_qsl(raw.decode(), keep_blank_values=True, errors="strict")
     except (UnicodeDecodeError, ValueError):
-        raise InvalidInput(262185, "The query string is not valid UTF-8.") from None
+        raise InvalidInput(INVALID_VALUE, "The query string is not valid UTF-8.") from None
     for name, _ in pairs:
         if name in SECRET_FIELDS:
             raise InvalidInput(SECRET_IN_URL, f'Field "{name}" is secret and must not be given '

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import urllib.parse
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import httptools
@@ -77,22 +78,28 @@ USED_ATTRIBUTES = ("access_log", "access_logger", "client", "connections", "cycl
                    "transport", "url")
 
 
-class CoalescingTransport:
-    """Forwards everything to ``inner``; the writes of one loop turn go out as one."""
+class CoalescingTransport(asyncio.Transport):
+    """Forwards everything to ``inner``; the writes of one loop turn go out as one.
+
+    Every method a protocol may call is forwarded explicitly: what uvicorn calls
+    (``write``, ``close``, ``is_closing``, ``get_extra_info``, ``pause_reading``,
+    ``resume_reading``, ``set_protocol``) and the rest of ``asyncio.Transport``.
+    """
 
     def __init__(self, inner: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
         self._inner = inner
         self._loop = loop
         self._held: list[bytes] = []
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         if len(data) >= HOLD_AT_MOST:
             self.flush()
             self._inner.write(data)
             return
         if not self._held:
             self._loop.call_soon(self.flush)
-        self._held.append(data)
+        self._held.append(data if isinstance(data, bytes) else bytes(data))  # held: a copy
 
     def write_whole(self, data: bytes) -> None:
         """A complete answer in one write: sent now, after what is held (no turn to wait
@@ -100,8 +107,8 @@ class CoalescingTransport:
         self.flush()
         self._inner.write(data)
 
-    def writelines(self, lines: Any) -> None:
-        for data in lines:
+    def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:
+        for data in list_of_data:
             self.write(data)
 
     def flush(self) -> None:
@@ -124,8 +131,38 @@ class CoalescingTransport:
         self._held = []
         self._inner.abort()
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
+    def is_closing(self) -> bool:
+        return self._inner.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._inner.get_extra_info(name, default)
+
+    def pause_reading(self) -> None:
+        self._inner.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._inner.resume_reading()
+
+    def is_reading(self) -> bool:
+        return self._inner.is_reading()
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._inner.set_protocol(protocol)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._inner.get_protocol()
+
+    def can_write_eof(self) -> bool:
+        return self._inner.can_write_eof()
+
+    def get_write_buffer_size(self) -> int:
+        return self._inner.get_write_buffer_size() + sum(map(len, self._held))
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self._inner.get_write_buffer_limits()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self._inner.set_write_buffer_limits(high, low)
 
 
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
@@ -149,8 +186,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self._body_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        coalescing = CoalescingTransport(transport, self.loop)
-        super().connection_made(coalescing)  # type: ignore[arg-type]
+        super().connection_made(CoalescingTransport(transport, self.loop))
         self._arm_head_timer(self._limits.head_timeout)  # a request must come in time
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -23,13 +23,13 @@ from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 from swdepot.errors import (
+    FIELDS_MISMATCHED_BRACES,
     ORDER_BY_UNSUPPORTED,
     UNEXPECTED_ARGUMENT,
     InvalidInput,
     invalid_field_value,
 )
 
-FIELDS_MISMATCHED_BRACES = 262286
 DEFAULT_MAX_RECORDS = 10000
 DEFAULT_RETURN_TIMEOUT = 15
 MAX_RETURN_TIMEOUT = 120

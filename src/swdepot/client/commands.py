@@ -14,6 +14,7 @@ import argparse
 import getpass
 import re
 import sys
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -116,16 +117,21 @@ def _finish(out: Output, shot: Snapshot, success_line: str,
 # --- package commands ---------------------------------------------------------------------
 
 
+def _file_name(url: str) -> str:
+    """The name the package is shown under while it downloads: the URL's last path
+    segment, decoded (the service accepted the URL, so it has one)."""
+    path = urllib.parse.urlsplit(url).path
+    return urllib.parse.unquote(path.rsplit("/", 1)[-1]) or url
+
+
 def package_get(client: SwdepotClient, out: Output, args: argparse.Namespace) -> int:
     """POST the download, follow it with a progress bar, optionally check the sha256."""
-    from swdepot.transfer.url import parse_download_url
-
     expected = args.sha256.lower() if args.sha256 else None
     if expected is not None and not _SHA256.fullmatch(expected):
         raise CommandFailed(f"--sha256 must be 64 hexadecimal digits, not {args.sha256!r}")
     password = _read_password_stdin() if args.password_stdin else None
     uuid = client.start_download(args.package_url, args.username, password)
-    file_name = parse_download_url(args.package_url)[0].file_name
+    file_name = _file_name(args.package_url)
     shot = _follow(client, out, uuid, file_name, with_progress=True)
     if shot.failed:
         return _finish(out, shot, "")

@@ -22,7 +22,6 @@ PACKAGES = "/api/cluster/software/packages"
 DOWNLOAD = "/api/cluster/software/download"
 UPLOAD = "/api/cluster/software/upload"
 JOBS = "/api/cluster/jobs"
-API_NOT_FOUND = 3
 
 
 class ApiError(Exception):
@@ -34,11 +33,6 @@ class ApiError(Exception):
         self.code = code
         self.message = message
         self.target = target
-
-    @property
-    def not_found_api(self) -> bool:
-        """True for ONTAP's "API not found": the service lacks this endpoint."""
-        return self.status == 404 and self.code == API_NOT_FOUND
 
     def to_body(self) -> dict[str, Any]:
         error: dict[str, Any] = {"message": self.message, "code": str(self.code)}

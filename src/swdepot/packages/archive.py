@@ -27,10 +27,10 @@ from swdepot.packages.manifest import (
 from swdepot.packages.model import MiB, PackageInfo, PackageInvalid, PackageKind, ValidationPolicy
 from swdepot.packages.naming import image_version_from_name, normalise_member_path, quoted
 from swdepot.packages.streams import (
-    Cancelled,
     ChunkChannel,
     ForwardFile,
     GunzipReader,
+    StreamAborted,
     UnpackedStream,
 )
 
@@ -92,10 +92,11 @@ class ArchiveScan:
         self._signer: str | None = None
 
     def run(self) -> PackageInfo:
-        """Scan to the very end of the stream, then decide; raises PackageInvalid or Cancelled."""
+        """Scan to the very end of the stream, then decide; raises PackageInvalid or
+        StreamAborted."""
         try:
             self._scan()
-        except (PackageInvalid, Cancelled):
+        except (PackageInvalid, StreamAborted):
             raise
         except Exception as exc:
             raise self._read_error(exc) from exc

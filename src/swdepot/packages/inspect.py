@@ -12,7 +12,7 @@ from types import TracebackType
 from swdepot.packages.archive import ArchiveScan
 from swdepot.packages.model import MiB, PackageInfo, PackageInvalid, PackageKind, ValidationPolicy
 from swdepot.packages.naming import classify_file_name
-from swdepot.packages.streams import Cancelled, ChunkChannel
+from swdepot.packages.streams import ChunkChannel, StreamAborted
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ class PackageInspector:
         assert self._channel is not None
         try:
             info = ArchiveScan(self._file_name, self._policy, self._channel).run()
-        except Cancelled:
+        except StreamAborted:
             pass
         except PackageInvalid as exc:
             self._error = exc

@@ -31,8 +31,9 @@ TAIL_KEEP_BYTES = 64 * 1024
 Chunk = bytes | memoryview
 
 
-class Cancelled(Exception):
-    """The inspection was aborted; unwinds the inspection thread without a verdict."""
+class StreamAborted(Exception):
+    """The channel was aborted (the job was cancelled or its producer failed): the
+    consumer's next read raises this, and it unwinds without a verdict."""
 
 
 class Readable(Protocol):
@@ -102,7 +103,7 @@ class ChunkChannel:
         self._offer(None, stop)
 
     def cancel(self) -> None:
-        """Make the consumer raise Cancelled at its next read (or within one poll interval)."""
+        """Make the consumer raise StreamAborted at its next read (or within one poll interval)."""
         self._cancelled.set()
 
     def discard(self) -> None:
@@ -188,7 +189,7 @@ class ChunkChannel:
         """The next queued item, polling so a cancel is noticed while the queue is empty."""
         while True:
             if self._cancelled.is_set():
-                raise Cancelled
+                raise StreamAborted
             try:
                 return self._queue.get(timeout=POLL_SECONDS)
             except queue.Empty:
@@ -227,7 +228,7 @@ class UnpackedStream:
     def _count(self, data: Chunk) -> None:
         """Every unpacked byte passes here: the tail, the total and the limits."""
         if self._compressed.cancelled:
-            raise Cancelled
+            raise StreamAborted
         if data:
             self._remember(data)
             self.total += len(data)

@@ -63,7 +63,7 @@ class IntakeEvents(Protocol):
         """Every byte has arrived; flushing and the last checks follow."""
 
 
-class JobControl:
+class ContextControl:
     """Adapts a job context to what the transfer layer asks of its caller."""
 
     def __init__(self, ctx: JobContext) -> None:
@@ -133,7 +133,7 @@ class PackageIngest:
                 resume: ResumePoint | None = None) -> PackageRecord:
         """Run ``feed`` on the job's thread to write the bytes, then publish; nothing
         stays behind on failure."""
-        return self.publish(ctx, self.take(file_name, feed, JobControl(ctx),
+        return self.publish(ctx, self.take(file_name, feed, ContextControl(ctx),
                                            _OnThisThread(ctx), resume))
 
     def take(self, file_name: str, feed: Feed, control: Control, events: IntakeEvents,

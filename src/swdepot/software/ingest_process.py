@@ -48,9 +48,9 @@ from swdepot.priority import lower_this_thread
 from swdepot.repository.repository import Repository, Staged
 from swdepot.software.ingest import (
     PROCESSING,
+    ContextControl,
     Intake,
     IntakeEvents,
-    JobControl,
     record_staged,
     record_validator,
 )
@@ -141,7 +141,7 @@ class _Waiter:
 
     def __init__(self, ctx: JobContext, page: ControlPage, sock: socket.socket) -> None:
         self._ctx = ctx
-        self._control = JobControl(ctx)
+        self._control = ContextControl(ctx)
         self._page = page
         self._sock = sock
         self._ended: dict[str, Any] | None = None

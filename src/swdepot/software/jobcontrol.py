@@ -10,6 +10,7 @@ No job here can be paused, so ``pause`` is 458783 and ``resume`` 458776.
 from __future__ import annotations
 
 from swdepot.errors import (
+    JOB_CANCEL_UNSUPPORTED,
     JOB_NOT_RUNNING,
     JOB_PAUSE_UNSUPPORTED,
     JOB_TERMINAL,
@@ -19,7 +20,6 @@ from swdepot.errors import (
 from swdepot.jobs.model import Job, JobKind, JobState
 from swdepot.jobs.runner import JobRunner
 
-JOB_CANCEL_UNSUPPORTED = 458784
 CANCELABLE = (JobKind.DOWNLOAD, JobKind.UPLOAD)
 
 

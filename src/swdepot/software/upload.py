@@ -35,7 +35,7 @@ from swdepot.errors import (
 from swdepot.jobs.model import Job, JobKind
 from swdepot.jobs.runner import JobContext, JobRunner
 from swdepot.packages.naming import MAX_NAME_BYTES
-from swdepot.packages.streams import Cancelled, ChunkChannel
+from swdepot.packages.streams import ChunkChannel, StreamAborted
 from swdepot.repository.repository import Repository
 from swdepot.software.download import update_running
 from swdepot.software.ingest import Intake, IntakeEvents, IntakeRunner, PackageIngest
@@ -157,7 +157,7 @@ class UploadService:
         except IntakeLost:
             self._repository.discard_staged(ctx.job.checkpoint.get("staged", []))
             raise interrupted("the worker process receiving it ended") from None
-        except Cancelled:
+        except StreamAborted:
             if expired.is_set():
                 raise OntapError(UPLOAD_TIME_LIMIT, "Package upload failed: the upload took "
                                  "longer than the maximum time limit of 1 hour.") from None
@@ -211,6 +211,6 @@ class UploadService:
 
 
 def _chunks(intake: UploadIntake) -> Iterator[bytes]:
-    """The file's bytes as the request delivers them (raises ``Cancelled`` if stopped)."""
+    """The file's bytes as the request delivers them (raises ``StreamAborted`` if stopped)."""
     while chunk := intake.channel.read(READ_CHUNK):
         yield chunk

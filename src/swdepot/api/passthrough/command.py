@@ -40,8 +40,10 @@ from swdepot.api.query import (
 )
 from swdepot.api.routes.common import job_link, service_of
 from swdepot.errors import (
+    FILTER_ON_POST,
     MISSING_REQUIRED,
     UNEXPECTED_ARGUMENT,
+    WILDCARD_FIELDS,
     InvalidInput,
     OntapError,
     invalid_field_value,
@@ -50,9 +52,6 @@ from swdepot.jobs.model import Job, JobState
 
 PREFIX = "/api/private/cli/"
 PRIVILEGES = ("admin", "advanced", "diagnostic")
-WILDCARD_FIELDS = 262220
-FILTER_ON_POST = 262211
-NO_VALUES = 262190
 _CONTROL = ("privilege_level", "return_timeout", "return_records")
 
 Kind = Literal["text", "bool", "int", "list"]

@@ -15,10 +15,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from swdepot.api.http import principal, respond
-from swdepot.api.passthrough.command import NO_VALUES, PREFIX, Param, body, control, show, take
+from swdepot.api.passthrough.command import PREFIX, Param, body, control, show, take
 from swdepot.api.query import ResourceSchema, matches, parse_query
 from swdepot.api.routes.common import service_of
-from swdepot.errors import InvalidInput
+from swdepot.errors import NO_VALUES, InvalidInput
 
 HA = PREFIX + "cluster/ha"
 SCHEMA = ResourceSchema(fields=frozenset({"configured"}), key_fields=())
