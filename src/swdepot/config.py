@@ -63,16 +63,14 @@ class Settings:
     worker_processes: int = 1
     # CPU priority (nice, 0-19) of a download's child processes (intake and transfer, every
     # thread of theirs), so that when the CPU is short a poll does not wait behind the
-    # download it asks about. A quiet download loses nothing. Under 3,100 polls/s, nice 19
-    # had cut the API's p99 39 -> 24 ms; once a poll cost a third less, nice 10 kept p99 at
-    # 6.6 ms and slowed the download less than 19 (+18 % against +32 %, medians of 5 runs;
+    # download it asks about. A quiet download loses nothing (the choice of 10 against 19:
     # docs/performance.md). Threads in the service itself (uploads,
     # transfer_process = false) keep the default: a low-priority thread holding the GIL
     # would stall the event loop. 0 turns it off.
     transfer_nice: int = 10
     # Seconds between the event loop's lag samples (GET /api/swdepot/runtime). Each sample
-    # wakes the loop: every 10 ms cost an idle service 2 % of a core, every 100 ms 0.3 %.
-    # Benchmarks that chase short stalls set 0.01.
+    # wakes an idle loop (the cost: docs/operations.md); benchmarks chasing short stalls
+    # set 0.01.
     loop_lag_interval: float = 0.1
     # What one HTTP request may take (api/protocol.py): a request line and headers above
     # max_request_head_bytes get 431; a head not complete request_head_timeout seconds

@@ -4,9 +4,8 @@ before any ASGI request is built.
 uvicorn writes a response's status line and headers when the app sends
 ``http.response.start``, and the body when it sends ``http.response.body``: two writes
 on the transport. Over TLS each write is a record of its own and a ``send`` of its own,
-and each ``send`` wakes the client, which on a two-core machine under load preempts
-the event loop in the middle of its next request. A poll's answer is a few hundred bytes:
-those two writes were a third of the service's time per poll under load (py-spy).
+and each ``send`` wakes the client, which under load preempts the event loop in the
+middle of its next request (what that cost: docs/performance.md).
 
 :class:`CoalescingTransport` holds the writes made during one turn of the event loop
 and hands them to the real transport together at the end of that turn (``call_soon``),
@@ -18,9 +17,8 @@ write followed by a close, go out at once and in order.
 about each request once its headers are in, and sends its answer itself. uvicorn would
 otherwise build a scope, a request-response cycle, an ``asyncio.Event`` and a task, and
 pass the answer through two ASGI messages and its header checks, for every poll: that
-machinery cost more than the answer and the TLS together (180-220 µs of service CPU per
-poll, against 47-75 µs for a bare uvloop protocol answering the same bytes over the same
-TLS, and 21 µs for the answer itself; docs/performance.md). It answers only where
+machinery cost more than the answer and the TLS together (docs/performance.md). It
+answers only where
 uvicorn's own path would write exactly the same bytes: a bodiless GET over HTTP/1.1
 keep-alive, no response of the connection still being written, no request queued
 behind one, no upgrade, no ``Expect``, the client reading what it is sent, and no
