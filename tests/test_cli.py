@@ -334,3 +334,59 @@ def test_upload_client_streams_multipart_file_part(tmp_path, no_proxy_env):
     assert b'name="file"; filename="image.tgz"' in received["body"]
     assert data in received["body"]
     assert len(seen) > 1 and seen[-1] == len(data)  # streamed in chunks, not one read
+
+
+# --- a first hour without traps (issue 18) ---------------------------------------------------
+
+
+def test_version_and_help_are_plain_text(cli):
+    import swdepot
+
+    done = cli("--version")
+    assert done.returncode == 0 and done.stdout.strip() == f"swdepot {swdepot.__version__}"
+    helped = cli("--help")
+    assert "``" not in helped.stdout and ":class:" not in helped.stdout
+    serve = cli("serve", "--help").stdout
+    for option in ("--host", "--port", "--data-dir", "--database", "--import-dir",
+                   "--allow-network", "--log-format", "--cert", "--admin-password-file"):
+        line = serve[serve.index(option + " "):]
+        assert "default" in line[:line.find("\n  --", 3)], option
+    assert "any address" in serve  # the allow-list's default, said in words
+
+
+def test_no_abbreviations_and_no_password_echoed(cli):
+    done = cli("package", "show-repository", "--password", "s3cret-value")
+    assert done.returncode == 2 and "--password" in done.stderr
+    assert "s3cret-value" not in done.stderr + done.stdout  # not taken for --password-file
+    done = cli("package", "show-repository", "--password-file", "s3cret-value",
+               env={**cli.env(), "SWDEPOT_PASSWORD": ""})
+    assert done.returncode != 0 and "cannot read the password file" in done.stderr
+    assert "s3cret-value" not in done.stderr + done.stdout
+    done = cli("package", "show-repository", "--password=s3cret-value")
+    assert done.returncode == 2 and "s3cret-value" not in done.stderr
+
+
+def test_serve_refuses_a_missing_import_dir(cli, tmp_path):
+    done = cli("serve", "--data-dir", str(tmp_path / "d"), "--import-dir",
+               str(tmp_path / "nowhere"), timeout=30)
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"swdepot: the import directory {tmp_path / 'nowhere'} " \
+        "does not exist"
+    assert not (tmp_path / "d").exists()  # nothing was made
+
+
+def test_serve_says_where_it_listens(service_process):
+    service_process.start()
+    service_process.stop()
+    err = service_process.proc.stderr.read().decode()
+    base = f"https://127.0.0.1:{service_process.port}"
+    assert f"swdepot: serving on {base}/\n" in err
+    assert f"API docs  {base}/ui/api-docs" in err and f"web page  {base}/" in err
+
+
+def test_generated_passwords_never_begin_with_a_dash(monkeypatch):
+    from swdepot import service
+
+    tokens = iter(["-leading-dash", "_fine-one"])
+    monkeypatch.setattr(service.secrets, "token_urlsafe", lambda n: next(tokens))
+    assert service.generated_password() == "_fine-one"

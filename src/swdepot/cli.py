@@ -1,5 +1,9 @@
 """The ``swdepot`` command: ``serve`` the API, ``package`` tools, and a REST client
-(``package get|show-repository|…``, ``job show|watch``) for operators."""
+(``package get|show-repository|…``, ``job show|watch``) for operators.
+
+Every parser is a :class:`Parser`: no prefix abbreviations (``--password`` is not taken
+for ``--password-file``), and an error never repeats a value it was given, which may be
+a password typed in the wrong place."""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from swdepot.auth import ADMIN, READONLY
 from swdepot.client.arguments import register as register_client_commands
@@ -15,37 +20,77 @@ ENV_PASSWORD = "SWDEPOT_ADMIN_PASSWORD"
 ENV_DATABASE = "SWDEPOT_DATABASE"
 ENV_USER_PASSWORD = "SWDEPOT_USER_PASSWORD"
 ROLES = (ADMIN, READONLY)
+DESCRIPTION = ("swdepot: the software package download service of an ONTAP cluster, "
+               "with ONTAP's REST API. Run the service (serve), manage its users (user), "
+               "build packages and talk to a running service (package, job), check the "
+               "stored copies (repository).")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse without abbreviations, whose errors leave out the values they were given."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            shown = " ".join(e.split("=", 1)[0] if e.startswith("-") else "…" for e in extras)
+            self.error(f"unrecognized arguments: {shown}")
+        return parsed
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="swdepot", description=__doc__)
+    from swdepot import __version__
+    from swdepot.config import Settings
+
+    defaults = Settings()
+    parser = Parser(prog="swdepot", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"swdepot {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the ONTAP-compatible REST service")
-    serve.add_argument("--config", type=Path, help="TOML settings file")
-    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to listen on (default 8443)")
-    serve.add_argument("--data-dir", type=Path, help="where the database and packages live")
+    serve = sub.add_parser("serve", help="run the ONTAP-compatible REST service",
+                           description="Run the ONTAP-compatible REST service. Every option "
+                           "overrides the settings file (--config), which overrides the "
+                           "defaults shown.")
+    serve.add_argument("--config", type=Path, help="TOML settings file (default: none)")
+    serve.add_argument("--host", help=f"address to listen on (default {defaults.host})")
+    serve.add_argument("--port", type=int, help=f"port to listen on (default {defaults.port})")
+    serve.add_argument("--data-dir", type=Path, help="where the database and packages live "
+                       f"(default ./{defaults.data_dir})")
     serve.add_argument("--database", help="postgresql://USER@HOST:PORT/DBNAME for cluster "
                        "mode (also SWDEPOT_DATABASE; default: SQLite in the data directory)")
     serve.add_argument("--node-name", help="which cluster node this process is (default: the "
                        "first configured node); processes sharing a data directory need "
                        "different names")
-    serve.add_argument("--cert", type=Path, help="TLS certificate (PEM)")
-    serve.add_argument("--key", type=Path, help="TLS private key (PEM)")
-    serve.add_argument("--insecure-http", action="store_true", help="serve plain HTTP")
+    serve.add_argument("--cert", type=Path, help="TLS certificate (PEM; default: a "
+                       "self-signed one made in DATA_DIR/tls)")
+    serve.add_argument("--key", type=Path, help="TLS private key (PEM; default: with --cert's "
+                       "self-signed one)")
+    serve.add_argument("--insecure-http", action="store_true",
+                       help="serve plain HTTP (default: HTTPS)")
     serve.add_argument("--admin-password-file", type=Path,
-                       help=f"file holding the admin password (else ${ENV_PASSWORD})")
-    serve.add_argument("--import-dir", type=Path, help="directory FILE URLs may read from")
+                       help=f"file holding the admin password (else ${ENV_PASSWORD}; "
+                       "default: one generated at the first start and printed once)")
+    serve.add_argument("--import-dir", type=Path, help="existing directory FILE URLs may read "
+                       "from (default: none, FILE URLs are refused)")
     serve.add_argument("--ca-file", type=Path, action="append", default=None,
-                       help="extra CA certificate to trust for HTTPS downloads (repeatable)")
+                       help="extra CA certificate to trust for HTTPS downloads (repeatable; "
+                       "default: the system's CAs only)")
     serve.add_argument("--allow-network", action="append", default=None,
-                       help="outbound allow-list entry, e.g. 127.0.0.1/32 (repeatable)")
+                       help="outbound allow-list entry, e.g. 127.0.0.1/32 (repeatable; "
+                       "default: any address)")
     serve.add_argument("--require-signatures", action="store_true", default=None,
-                       help="accept only packages signed by a trusted key")
-    serve.add_argument("--log-level", default="info")
-    serve.add_argument("--log-format", choices=("json", "text"), default="json",
-                       help="JSON lines (default) or plain text, on stderr")
+                       help="accept only packages signed by a trusted key (default: "
+                       "unsigned packages too)")
+    serve.add_argument("--log-level", default="info", type=str.lower,
+                       choices=("debug", "info", "warning", "error", "critical"),
+                       help="least severe level logged (default info)")
+    serve.add_argument("--log-format", choices=("json", "text"), default=None,
+                       help="log lines on stderr (default: text on a terminal, JSON lines "
+                       "otherwise)")
 
     user = sub.add_parser("user", help="manage API users (stored as slow password hashes)")
     usub = user.add_subparsers(dest="user_command", required=True)
@@ -111,7 +156,8 @@ def _serve(args: argparse.Namespace) -> int:
     from swdepot.auth import hash_password_soon
     from swdepot.config import load_settings
 
-    logs.configure(args.log_level, args.log_format)
+    fmt = args.log_format or ("text" if sys.stderr.isatty() else "json")
+    logs.configure(args.log_level, fmt)
     settings = load_settings(
         args.config,
         host=args.host, port=args.port, data_dir=args.data_dir, cert_file=args.cert,
@@ -123,6 +169,10 @@ def _serve(args: argparse.Namespace) -> int:
         require_signatures=args.require_signatures, node_name=args.node_name,
         database=_database(args),
     )
+    if settings.import_dir is not None and not settings.import_dir.is_dir():
+        print(f"swdepot: the import directory {settings.import_dir} does not exist",
+              file=sys.stderr)
+        return 2
     try:
         given = settings.given_admin_password()
     except OSError:

@@ -6,7 +6,8 @@ import contextlib
 import ctypes
 import functools
 import logging
-from typing import Any
+import sys
+from typing import Any, TextIO
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -99,6 +100,20 @@ def tune_allocator() -> None:
         libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
 
 
+def announce(settings: Settings, out: TextIO = sys.stderr) -> None:
+    """Tell the operator where to go: the web page, the API's documentation, the API."""
+    scheme = "https" if settings.tls else "http"
+    wildcard = settings.host in ("0.0.0.0", "::", "")
+    host = "127.0.0.1" if wildcard else settings.host
+    base = f"{scheme}://{f'[{host}]' if ':' in host else host}:{settings.port}"
+    print(f"swdepot: serving on {base}/" + (" (every address of this machine)"
+                                              if wildcard else ""), file=out)
+    print(f"swdepot:   web page  {base}/\n"
+          f"swdepot:   API docs  {base}/ui/api-docs\n"
+          f"swdepot:   REST API  {base}/api/cluster (ONTAP's, with Basic auth)", file=out,
+          flush=True)
+
+
 def run(settings: Settings, *, log_level: str = "info",
         prehashed: PendingHash | None = None) -> None:
     """Serve until interrupted; the service is recovered on start and closed on exit.
@@ -131,6 +146,7 @@ def run(settings: Settings, *, log_level: str = "info",
         if config.ssl is not None:
             harden(config.ssl)
         tune_allocator()
+        announce(settings)
         uvicorn.Server(config).run()
     finally:
         service.close()

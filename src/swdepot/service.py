@@ -55,6 +55,14 @@ from swdepot.zygote import Zygote
 log = logging.getLogger(__name__)
 
 
+def generated_password() -> str:
+    """A random admin password that no command line takes for an option: never begins
+    with ``-``."""
+    while (password := secrets.token_urlsafe(18)).startswith("-"):
+        pass
+    return password
+
+
 class Service:
     """Everything behind the API, built from settings."""
 
@@ -244,7 +252,7 @@ class Service:
         s = self.settings
         password = s.given_admin_password()
         if password is None and self.users.get(s.admin_user) is None:
-            password = secrets.token_urlsafe(18)
+            password = generated_password()
             print(f"swdepot: generated password for user {s.admin_user!r}: {password}\n"
                   "swdepot: it is shown only this once; only its hash is stored.", file=out,
                   flush=True)

@@ -113,7 +113,8 @@ def _password(flags: ConnectionFlags, env: Mapping[str, str], config: dict[str, 
         try:
             return flags.password_file.read_text().rstrip("\r\n")
         except OSError as exc:
-            raise ConfigError(f"cannot read password file: {exc}") from None
+            # not the path: it may be a password given in the wrong place
+            raise ConfigError(f"cannot read the password file: {exc.strerror}") from None
     if env.get(ENV_PASSWORD):
         return env[ENV_PASSWORD]
     if config.get("password"):
