@@ -142,6 +142,12 @@ def test_update_blocks_downloads_and_deleting_its_package(settings, start_servic
     response = api.post("/api/cluster/software/download",
                         json={"url": http_server_noauth.url("other.tgz")})
     assert response.json()["error"]["code"] == "10551357"
+    # a malformed request still gets its own error first, not the update's
+    for body, code in (({"url": "gopher://127.0.0.1/x.tgz"}, "39387138"),
+                       ({"url": 7}, "262197"), ({}, "262212"),
+                       ({"url": http_server_noauth.url("x.tgz"), "colour": 1}, "262179")):
+        response = api.post("/api/cluster/software/download", json=body)
+        assert response.json()["error"]["code"] == code, body
     response = api.delete("/api/cluster/software/packages/9.17.1")
     assert response.json()["error"]["code"] == "10551347"
     response = api.patch(SOFTWARE + "?skip_warnings=true", json={"version": "9.17.1"})

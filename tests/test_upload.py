@@ -99,6 +99,16 @@ def test_form_field_is_unexpected_and_missing_file_is_required(api):
     assert response.status_code == 400
 
 
+def test_a_file_under_another_field_name_is_refused_before_any_job(api, tmp_path):
+    pkg = make_package(tmp_path, "other-9.9.2.tgz", "9.9.2", size=4096)
+    response = api.post(UPLOAD, files={"package": pkg.open("rb")})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "262179" and error["target"] == "package"
+    assert 'form field "file"' in error["message"]
+    assert api.get("/api/cluster/jobs").json()["num_records"] == 0  # no job was started
+
+
 def test_file_name_too_long_is_10551799(api):
     name = "a" * 300 + ".tgz"
     response = api.post(UPLOAD, files={"file": (name, b"data")})
@@ -129,6 +139,7 @@ def test_duplicate_name_is_refused_before_the_body(api, tmp_path):
     response = api.post(UPLOAD, files={"file": pkg.open("rb")})
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "10551327"
+    assert response.json()["error"]["target"] == "file"  # what named it: the form field
 
 
 def _held_back(pkg: Path, hold) -> tuple[dict[str, str], object]:

@@ -45,11 +45,13 @@ FIRMWARE_SAME_NAME = "Firmware file already exists."
 PLACEMENT_FAILED = "Failed to set primary and secondary nodes to store new image."
 
 
-def duplicate_name_error(file_name: str, kind: PackageKind | None) -> Conflict:
-    """ONTAP's duplicate errors; clients match on the leading sentence."""
+def duplicate_name_error(file_name: str, kind: PackageKind | None, *,
+                         target: str = "url") -> Conflict:
+    """ONTAP's duplicate errors; clients match on the leading sentence. ``target``: the
+    input that named the file (a download's ``url``, an upload's ``file``)."""
     if kind is PackageKind.FIRMWARE:
-        return Conflict(FIRMWARE_EXISTS, f'{FIRMWARE_SAME_NAME} ("{file_name}")', target="url")
-    return Conflict(PACKAGE_NAME_EXISTS, f'{SAME_NAME} ("{file_name}")', target="url")
+        return Conflict(FIRMWARE_EXISTS, f'{FIRMWARE_SAME_NAME} ("{file_name}")', target=target)
+    return Conflict(PACKAGE_NAME_EXISTS, f'{SAME_NAME} ("{file_name}")', target=target)
 
 
 def duplicate_version_error(version: str) -> Conflict:
@@ -166,11 +168,11 @@ class Repository:
             raise
         return Staged(uploads)
 
-    def check_name_free(self, file_name: str) -> None:
+    def check_name_free(self, file_name: str, *, target: str = "url") -> None:
         """Refuse early, before any byte moves, when the file name is taken."""
         existing = self.catalog.by_file_name(file_name)
         if existing is not None:
-            raise duplicate_name_error(file_name, existing.kind)
+            raise duplicate_name_error(file_name, existing.kind, target=target)
 
     def publish(self, staged: Staged, info: PackageInfo, sha256: str, size: int, *,
                 record_id: str | None = None) -> PackageRecord:

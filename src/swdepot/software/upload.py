@@ -127,7 +127,7 @@ class UploadService:
         if not name:
             raise InvalidInput(UPLOAD_READ_WRITE, "The uploaded file has no name.",
                                target="file")
-        self._repository.check_name_free(name)
+        self._repository.check_name_free(name, target="file")
         job = Job.new(JobKind.UPLOAD, DESCRIPTION, node=self._node, target=name)
         intake = UploadIntake(job.with_changes(message=IN_PROGRESS))
         self._runner.start(intake.job, lambda ctx: self._run(ctx, name, intake),

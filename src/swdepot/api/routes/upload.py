@@ -45,9 +45,11 @@ class _Receiver:
                 await self.flush()
 
     async def _part(self, part: PartStart) -> None:
-        if not part.is_file and part.name != "file":
-            raise InvalidInput(UNEXPECTED_ARGUMENT, f'Unexpected argument "{part.name}".',
-                               target=part.name)
+        """Only a part named ``file`` is taken (ONTAP's form field), before any job starts:
+        a file sent under another name is refused, not stored."""
+        if part.name != "file":
+            raise InvalidInput(UNEXPECTED_ARGUMENT, f'Unexpected argument "{part.name}": send '
+                               'the package in the form field "file".', target=part.name)
         if self.intake is not None:
             raise InvalidInput(UPLOAD_SINGLE_FILE, "Only a single file can be uploaded per "
                                "request.", target="file")
