@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import select
+import socket
 import subprocess
 import sys
 import time
@@ -390,3 +391,15 @@ def test_generated_passwords_never_begin_with_a_dash(monkeypatch):
     tokens = iter(["-leading-dash", "_fine-one"])
     monkeypatch.setattr(service.secrets, "token_urlsafe", lambda n: next(tokens))
     assert service.generated_password() == "_fine-one"
+
+
+def test_get_says_a_refused_connection_while_it_retries(settings, start_service):
+    svc = start_service(settings, retries=2, retry_base_delay=1.0, retry_max_delay=2.0)
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    done = Cli(svc)("package", "get", f"http://127.0.0.1:{port}/refused-9.9.8.tgz")
+    assert done.returncode == 1
+    assert "running: Package download in progress; retrying: connection refused" in done.stdout
+    assert "(attempt 2 of 3)" in done.stdout
+    assert "connection refused" in done.stderr  # and the failure says it too

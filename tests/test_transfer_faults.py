@@ -10,6 +10,8 @@ import hashlib
 import logging
 import os
 import re
+import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -249,3 +251,30 @@ def test_ftp_file_replaced_between_attempts_starts_again(swdepot, ftp_server, co
     assert record["sha256"] == expected
     assert all(sha256(c) == expected for c in stored_copies(swdepot))
     assert ftp_server.retr_offsets[0] == 0 and ftp_server.retr_offsets[-1] == 0
+
+
+def test_a_refused_connection_is_said_while_it_is_retried(settings, start_service):
+    """Whoever follows the job reads why it waits, within a second, not after the retries."""
+    svc = start_service(settings, retries=3, retry_base_delay=1.0, retry_max_delay=4.0)
+    with socket.socket() as closed:  # a port nobody listens on: every connect is refused
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    response = svc.api.post("/api/cluster/software/download",
+                            json={"url": f"http://127.0.0.1:{port}/refused-9.9.9.tgz"})
+    uuid = response.json()["job"]["uuid"]
+    started, seen = time.monotonic(), []
+    while time.monotonic() - started < 20:
+        job = svc.api.get(f"/api/cluster/jobs/{uuid}?fields=state,message").json()
+        if job["message"] not in seen:
+            seen.append(job["message"])
+        if "retrying" in job["message"] or job["state"] == "failure":
+            break
+        time.sleep(0.05)
+    assert time.monotonic() - started < 3, seen
+    note = job["message"]
+    assert note.startswith("Package download in progress; retrying: "), seen
+    assert "refused" in note and "(attempt 2 of 4)" in note
+    assert svc.api.get("/api/cluster/software/download").json()["message"] == \
+        "Package download in progress"  # the status keeps ONTAP's text
+    final = svc.api.wait_job(uuid, timeout=60)
+    assert final["state"] == "failure" and "refused" in final["message"]

@@ -90,8 +90,11 @@ def _follow(client: SwdepotClient, out: Output, uuid: str, label: str, *,
             message = shot.job.get("message")
             if shot.bytes_total is not None or shot.bytes_done is not None:
                 bar.update(shot.bytes_done, shot.bytes_total, shot.speed)
-            if message != last_message and not out.interactive and not shot.finished:
-                out.line(f"{shot.job.get('state')}: {message}")
+            if message != last_message and not shot.finished:
+                if not out.interactive:
+                    out.line(f"{shot.job.get('state')}: {message}")
+                elif isinstance(message, str) and "; retrying: " in message:
+                    bar.note(message.split("; ", 1)[1])  # the rest is shown by the bar
             last_message = message
     assert shot is not None  # follow yields at least once
     return shot

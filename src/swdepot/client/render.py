@@ -57,11 +57,20 @@ class Transfer:
     reports bytes (a delete) never shows an empty bar.
     """
 
-    def __init__(self, factory: Callable[[], Progress] | None, description: str) -> None:
+    def __init__(self, factory: Callable[[], Progress] | None, description: str,
+                 console: Console | None = None) -> None:
         self._factory = factory
         self._description = description
+        self._console = console
         self._progress: Progress | None = None
         self._task: TaskID | None = None
+
+    def note(self, text: str) -> None:
+        """A line above the bar (or alone, before the first byte): what the job says."""
+        if self._factory is None or self._console is None:
+            return
+        console = self._progress.console if self._progress is not None else self._console
+        console.print(f"{self._description}: {text}", markup=False, style="yellow")
 
     def update(self, done: int | None, total: int | None, speed: float | None = None) -> None:
         if self._factory is None:
@@ -121,7 +130,7 @@ class Output:
 
     @contextlib.contextmanager
     def transfer(self, description: str) -> Iterator[Transfer]:
-        bar = Transfer(self._progress if self.interactive else None, description)
+        bar = Transfer(self._progress if self.interactive else None, description, self.err)
         try:
             yield bar
         finally:

@@ -30,6 +30,7 @@ from swdepot.repository.catalog import PackageRecord
 from swdepot.repository.repository import Repository
 from swdepot.sealing import SealBroken, Sealer
 from swdepot.software.ingest import (
+    DOWNLOADING,
     Intake,
     IntakeEvents,
     IntakeRunner,
@@ -46,7 +47,7 @@ from swdepot.transfer.url import Credentials, DownloadUrl, parse_download_url
 log = logging.getLogger(__name__)
 
 DESCRIPTION = "POST /api/cluster/software/download"
-IN_PROGRESS = "Package download in progress"
+IN_PROGRESS = DOWNLOADING
 ALREADY_RUNNING = "Software get operation already in progress."
 COMPLETED = "Package download completed."
 INTAKE_RESTARTS = 2  # new intake processes for one job whose intake died

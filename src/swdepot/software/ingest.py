@@ -30,6 +30,7 @@ from swdepot.transfer.sink import CopiesDiffer, PackageSink
 log = logging.getLogger(__name__)
 
 PROCESSING = "Package processing in progress"
+DOWNLOADING = "Package download in progress"  # ONTAP's text while a download runs
 
 Feed = Callable[[PackageSink, Control], None]
 
@@ -68,16 +69,25 @@ class ContextControl:
 
     def __init__(self, ctx: JobContext) -> None:
         self._ctx = ctx
+        self._done = 0
+        self._total: int | None = None
 
     @property
     def cancelled(self) -> bool:
         return self._ctx.cancelled
 
     def progress(self, done: int, total: int | None) -> None:
+        self._done, self._total = done, total
         self._ctx.report(bytes_done=done, bytes_total=total)
 
     def source_identified(self, validator: Validator) -> None:
         record_validator(self._ctx, validator)
+
+    def retrying(self, note: str | None) -> None:
+        """The job's message says it while a retry is waited for, at once (a refused
+        connection is otherwise seconds of silence for whoever follows the job)."""
+        self._ctx.report(DOWNLOADING if note is None else f"{DOWNLOADING}; {note}",
+                         bytes_done=self._done, bytes_total=self._total, force=True)
 
 
 class _OnThisThread:

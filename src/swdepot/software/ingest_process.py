@@ -56,6 +56,7 @@ from swdepot.software.ingest import (
 )
 from swdepot.transfer.control import (
     IDENTIFIED,
+    RETRYING,
     Cancelled,
     Control,
     ControlPage,
@@ -64,6 +65,7 @@ from swdepot.transfer.control import (
     Validator,
     ending,
     raise_ending,
+    retry_note,
 )
 from swdepot.transfer.process import TransferLost
 from swdepot.workers import NoWorker, WorkerPool
@@ -215,6 +217,8 @@ class _Waiter:
             validator = Validator.from_json(json.loads(body))
             if validator is not None:
                 record_validator(self._ctx, validator)
+        elif kind == RETRYING:
+            self._control.retrying(retry_note(body))
         elif kind == _TRANSFERRED:
             size = int(body)
             self._ctx.report(PROCESSING, bytes_done=size, bytes_total=size, force=True)

@@ -63,6 +63,11 @@ class Control(Protocol):
         """The first response named the file the bytes come from: whoever continues the
         transfer later (after this process died) must find the same file."""
 
+    def retrying(self, note: str | None) -> None:
+        """A transient failure is being waited out: ``note`` says which and what comes
+        next (``retrying: connection refused (attempt 2 of 6)``); None once the next
+        attempt starts."""
+
 
 class ControlPage:
     """A Control shared by a parent and the child it forked, in shared memory.
@@ -112,6 +117,7 @@ class Cancelled(OntapError):
 
 
 IDENTIFIED = b"V"  # a forked helper's message: JSON of the Validator just seen
+RETRYING = b"W"  # a forked helper's message: the retry note (UTF-8; empty: none)
 
 
 class ForwardingControl:
@@ -131,6 +137,14 @@ class ForwardingControl:
 
     def source_identified(self, validator: Validator) -> None:
         self._sock.send(IDENTIFIED + json.dumps(validator.to_json()).encode())
+
+    def retrying(self, note: str | None) -> None:
+        self._sock.send(RETRYING + (note or "").encode()[:1024])
+
+
+def retry_note(body: bytes) -> str | None:
+    """A ``RETRYING`` message's note."""
+    return body.decode(errors="replace") or None
 
 
 def ending(exc: OntapError) -> dict[str, Any]:

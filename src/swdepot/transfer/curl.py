@@ -15,6 +15,7 @@ the retry loop (``retry.py``) tries again, and permanent ones, which end the job
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import socket
 import time
@@ -229,6 +230,9 @@ class CurlFetcher:
             if handle.getinfo(pycurl.CONNECT_TIME) > 0:
                 return failed(self._stalled())
             return Transient(_describe(code, text))
+        if code == pycurl.E_COULDNT_CONNECT and \
+                handle.getinfo(pycurl.OS_ERRNO) == errno.ECONNREFUSED:
+            return Transient(f"connection refused ({text})")  # what users look for first
         if code in _TRANSIENT_CURL:
             return Transient(_describe(code, text))
         return failed(_describe(code, text))

@@ -44,6 +44,7 @@ from swdepot.errors import DOWNLOAD_FAILED, OntapError
 from swdepot.priority import lower_this_thread
 from swdepot.transfer.control import (
     IDENTIFIED,
+    RETRYING,
     Cancelled,
     Control,
     ControlPage,
@@ -52,6 +53,7 @@ from swdepot.transfer.control import (
     Validator,
     ending,
     raise_ending,
+    retry_note,
 )
 from swdepot.transfer.engine import Engine
 from swdepot.transfer.sink import BLOCK_SIZE, POOL_BLOCKS, BlockGatherer, PackageSink
@@ -161,6 +163,8 @@ class _Pump:
                     validator = Validator.from_json(json.loads(body))
                     if validator is not None:
                         self._control.source_identified(validator)
+                elif kind == RETRYING:
+                    self._control.retrying(retry_note(body))
                 elif kind == b"E":
                     forked.say_goodbye(self._sock)
                     self._end(json.loads(body))

@@ -107,7 +107,10 @@ class Retrier:
                 raise error.give_up(failures) from None
             log.warning("transfer of %s interrupted (%s); attempt %d in %.1f s from byte %d",
                         what, error.detail, failures + 1, pause, sink.bytes_written)
+            control.retrying(f"retrying: {error.detail} (attempt {failures + 1} of "
+                             f"{self._policy.retries + 1})")
             self._wait(pause, control)
+            control.retrying(None)
 
     def _wait(self, seconds: float, control: Control) -> None:
         """Sleep, but end at once when the job is cancelled."""
