@@ -93,14 +93,14 @@ def cli_name(name: str) -> str:
 
 
 @dataclass(frozen=True)
-class Control:
+class CliQuery:
     """The query with CLI names normalised and the control parameters taken out."""
 
     pairs: list[tuple[str, str]]
     return_timeout: int | None
 
 
-def control(request: Request) -> Control:
+def cli_query(request: Request) -> CliQuery:
     pairs: list[tuple[str, str]] = []
     timeout: int | None = None
     for raw_name, value in query_pairs(request):
@@ -114,7 +114,7 @@ def control(request: Request) -> Control:
             parse_bool(name, value)
         else:
             pairs.append((name, cli_name(value) if name == "fields" else value))
-    return Control(pairs, timeout)
+    return CliQuery(pairs, timeout)
 
 
 async def body(request: Request) -> dict[str, Any]:
@@ -142,10 +142,10 @@ def take(params: Sequence[Param], given: dict[str, Any]) -> dict[str, Any]:
 
 
 async def action_arguments(request: Request, params: Sequence[Param]) -> tuple[dict[str, Any],
-                                                                               Control]:
+                                                                               CliQuery]:
     """An action verb's parameters: POST takes them from the body only (a field in the
     query is 262211, as ONTAP answers); PATCH from the query and the body."""
-    ctl = control(request)
+    ctl = cli_query(request)
     given = await body(request)
     if request.method == "POST" and ctl.pairs:
         name = ctl.pairs[0][0]
@@ -160,7 +160,7 @@ async def show(request: Request, records: list[dict[str, Any]],
     """A ``show`` command: ``records`` with the key fields and the ``fields`` asked for,
     filtered by the query, paged as any ONTAP collection."""
     await refuse_body(request)
-    ctl = control(request)
+    ctl = cli_query(request)
     for name, value in ctl.pairs:
         if name == "fields" and any(f.strip() in ("*", "**") for f in value.split(",")):
             raise InvalidInput(WILDCARD_FIELDS, "Wildcard fields=* is not allowed for "
@@ -170,7 +170,7 @@ async def show(request: Request, records: list[dict[str, Any]],
                                  raw_query=query_pairs(request)))
 
 
-def timeout_of(ctl: Control, *, waits: bool) -> int:
+def timeout_of(ctl: CliQuery, *, waits: bool) -> int:
     """``return_timeout`` as given, else ONTAP's default: 0 for a POST that starts a
     job, 15 seconds for what waits (PATCH, DELETE, synchronous commands)."""
     if ctl.return_timeout is not None:

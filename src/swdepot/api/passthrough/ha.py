@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from swdepot.api.http import principal, respond
-from swdepot.api.passthrough.command import PREFIX, Param, body, control, show, take
+from swdepot.api.passthrough.command import PREFIX, Param, body, cli_query, show, take
 from swdepot.api.query import ResourceSchema, matches, parse_query
 from swdepot.api.routes.common import service_of
 from swdepot.errors import NO_VALUES, InvalidInput
@@ -38,7 +38,7 @@ async def ha_modify(request: Request) -> Response:
     """The query selects (``configured=false`` modifies only if it is off), the body
     holds the new value; the answer counts the records changed."""
     principal(request).require_write()
-    ctl = control(request)
+    ctl = cli_query(request)
     values = take(MODIFIABLE, await body(request))
     if not values:
         raise InvalidInput(NO_VALUES, "You must provide one or more values to apply your "

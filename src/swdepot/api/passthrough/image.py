@@ -23,7 +23,7 @@ from swdepot.api.passthrough.command import (
     Param,
     action_arguments,
     answer_jobs,
-    control,
+    cli_query,
     iso_duration,
     show,
     take,
@@ -159,7 +159,7 @@ async def package_delete(request: Request) -> Response:
     (the version is a query: ``9.16.*`` deletes every 9.16 image)."""
     principal(request).require_write()
     await refuse_body(request)
-    ctl = control(request)
+    ctl = cli_query(request)
     take((Param("version", required=True),), dict(ctl.pairs))
     query = parse_query(ctl.pairs, VERSION, collection=True)
     packages = service_of(request).packages
