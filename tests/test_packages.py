@@ -18,6 +18,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from swdepot.api.http import http_status
 from swdepot.errors import PACKAGE_PROCESSING_FAILED, InvalidInput
 from swdepot.packages.build import build_package, generate_keypair, load_private_key
 from swdepot.packages.inspect import PackageInspector, inspect_file
@@ -247,7 +248,7 @@ def test_unsafe_download_names_are_refused(name: str) -> None:
 def test_package_invalid_is_an_invalid_input_with_the_ontap_code() -> None:
     error = PackageInvalid.because("x")
     assert isinstance(error, InvalidInput)
-    assert (error.code, error.status, error.message) == (
+    assert (error.code, http_status(error), error.message) == (
         10551359,
         400,
         "Failed to process the package: x",

@@ -16,6 +16,7 @@ import requests
 from pkgfactory import make_package
 from servers import Fault
 from service import ADMIN_PASSWORD
+from swdepot.api.http import http_status
 from swdepot.loginlimit import LoginLimiter, TooManyFailures
 from swdepot.transfer.url import Credentials, parse_download_url
 
@@ -167,7 +168,7 @@ def test_login_limiter_counts_per_address_in_a_sliding_window():
     limiter.failed("a")
     with pytest.raises(TooManyFailures) as refused:
         limiter.check("a")
-    assert refused.value.retry_after == 6 and refused.value.status == 429
+    assert refused.value.retry_after == 6 and http_status(refused.value) == 429
     limiter.check("b")  # another address is not affected
     now[0] = 10.5  # the first failure left the window
     limiter.check("a")

@@ -1,11 +1,14 @@
-"""Errors that carry their ONTAP code.
+"""Errors that carry their ONTAP code, in a small hierarchy named by cause.
 
 Every failure a client can see is an :class:`OntapError`: it knows its numeric ONTAP
-code, the HTTP status ONTAP answers with, the message text (clients match on these
+code (every code is defined once, below), the message text (clients match on these
 texts, so they are part of the contract) and optionally the input field to blame.
-The HTTP layer turns one into ``{"error": {"message", "code", "target"}}``; the job
-engine stores one as a job's failure. Domain code raises these and never builds
-HTTP responses itself.
+Its class says why it happened: bad input, an absent entry, a conflict with the current
+state, missing credentials, a role that may not, an unsupported operation, throttling,
+or a fault of swdepot's own. The HTTP layer maps the cause to a status
+(``api/http.py::http_status``) and the error to ``{"error": {"message", "code",
+"target"}}``; the job engine stores one as a job's failure. Domain code raises these and
+knows nothing of HTTP.
 """
 
 from __future__ import annotations
@@ -14,24 +17,14 @@ from typing import Any
 
 
 class OntapError(Exception):
-    """Base of every client-visible error; subclasses fix the HTTP status."""
+    """Base of every client-visible error; one without a cause of its own below is a
+    failure of the operation asked for (a job's error answered synchronously)."""
 
-    status: int = 400
-
-    def __init__(
-        self,
-        code: int,
-        message: str,
-        *,
-        target: str | None = None,
-        status: int | None = None,
-    ) -> None:
+    def __init__(self, code: int, message: str, *, target: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.target = target
-        if status is not None:
-            self.status = status
 
     def to_body(self) -> dict[str, Any]:
         """The ONTAP error envelope; ``code`` is a string on the wire (ONTAP's schema)."""
@@ -45,45 +38,39 @@ class OntapError(Exception):
 
 
 class InvalidInput(OntapError):
-    """The request is malformed or a value is out of range (HTTP 400)."""
-
-    status = 400
+    """The request is malformed or a value is out of range."""
 
 
 class NotFound(OntapError):
-    """The addressed entry does not exist (HTTP 404)."""
-
-    status = 404
+    """The addressed entry does not exist."""
 
 
 class Conflict(OntapError):
-    """The operation collides with the current state (ONTAP still answers 400 here)."""
-
-    status = 400
+    """The operation collides with the current state."""
 
 
 class Unauthorized(OntapError):
-    """Missing or wrong credentials (HTTP 401)."""
-
-    status = 401
+    """Missing or wrong credentials."""
 
 
 class Forbidden(OntapError):
-    """Authenticated, but the role may not do this (HTTP 403)."""
-
-    status = 403
+    """Authenticated, but the role may not do this."""
 
 
 class MethodNotAllowed(OntapError):
-    """The resource exists but not with this method (HTTP 405, code 3)."""
-
-    status = 405
+    """The resource exists but not with this method (code 3)."""
 
 
 class InternalError(OntapError):
-    """Something failed inside swdepot that the client cannot fix (HTTP 500)."""
+    """Something failed inside swdepot that the client cannot fix."""
 
-    status = 500
+
+class Throttled(OntapError):
+    """Too many attempts from one client; it may come back after ``retry_after``."""
+
+    def __init__(self, code: int, message: str, *, retry_after: int) -> None:
+        super().__init__(code, message)
+        self.retry_after = retry_after
 
 
 # --- ONTAP codes used across swdepot (names say what ONTAP's tables say) ---------------

@@ -17,20 +17,17 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 
-from swdepot.errors import TOO_MANY_REQUESTS, OntapError
+from swdepot.errors import TOO_MANY_REQUESTS, Throttled
 
 MAX_TRACKED = 10_000  # addresses remembered at once; the oldest are forgotten first
 
 
-class TooManyFailures(OntapError):
-    """HTTP 429 with ONTAP's "too many requests" code and when to come back."""
-
-    status = 429
+class TooManyFailures(Throttled):
+    """ONTAP's "too many requests" code, and when to come back."""
 
     def __init__(self, retry_after: int) -> None:
         super().__init__(TOO_MANY_REQUESTS, "Too many failed login attempts from this address. "
-                         f"Retry after {retry_after} seconds.")
-        self.retry_after = retry_after
+                         f"Retry after {retry_after} seconds.", retry_after=retry_after)
 
 
 class LoginLimiter:

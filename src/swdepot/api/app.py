@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp
 
-from swdepot.api.http import AuthMiddleware, CollapseSlashes, error_response
+from swdepot.api.http import AuthMiddleware, CollapseSlashes, RequestRefused, error_response
 from swdepot.api.observe import ObserveMiddleware
 from swdepot.api.routes import ROUTES
 from swdepot.api.runtime import LoopLagMonitor
@@ -50,7 +50,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         return response
     if exc.status_code == 404:
         return error_response(request, api_not_found())
-    return error_response(request, OntapError(2, exc.detail, status=exc.status_code))
+    return error_response(request, RequestRefused(2, exc.detail, status=exc.status_code))
 
 
 def _allowed_methods(request: Request) -> list[str]:

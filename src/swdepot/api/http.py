@@ -29,12 +29,17 @@ from swdepot.errors import (
     MISSING_REQUIRED,
     SECRET_IN_URL,
     UNEXPECTED_ARGUMENT,
+    Conflict,
+    Forbidden,
+    InternalError,
     InvalidInput,
+    MethodNotAllowed,
+    NotFound,
     OntapError,
+    Throttled,
     Unauthorized,
     invalid_field_value,
 )
-from swdepot.loginlimit import TooManyFailures
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +77,34 @@ def respond(request: Request, body: dict[str, Any], status: int = 200,
                     headers={**SECURITY_HEADERS, **(headers or {})})
 
 
+class RequestRefused(OntapError):
+    """The HTTP request itself is refused, with a status of the HTTP layer's own (a head
+    too large or too slow; a status Starlette chose)."""
+
+    def __init__(self, code: int, message: str, *, status: int) -> None:
+        super().__init__(code, message)
+        self.status = status
+
+
+#: The HTTP status of each cause (errors.py); any other ONTAP error is ONTAP's 400.
+HTTP_STATUS: tuple[tuple[type[OntapError], int], ...] = (
+    (InvalidInput, 400), (NotFound, 404), (Conflict, 400), (Unauthorized, 401),
+    (Forbidden, 403), (MethodNotAllowed, 405), (Throttled, 429), (InternalError, 500),
+)
+
+
+def http_status(exc: OntapError) -> int:
+    """The status ONTAP answers ``exc`` with."""
+    if isinstance(exc, RequestRefused):
+        return exc.status
+    return next((status for cause, status in HTTP_STATUS if isinstance(exc, cause)), 400)
+
+
 def error_response(request: Request, exc: OntapError) -> Response:
     headers = {"www-authenticate": 'Basic realm="swdepot"'} if isinstance(exc, Unauthorized) else {}
-    if isinstance(exc, TooManyFailures):
+    if isinstance(exc, Throttled):
         headers["retry-after"] = str(exc.retry_after)
-    return Response(orjson.dumps(exc.to_body()), status_code=exc.status, media_type=HAL
+    return Response(orjson.dumps(exc.to_body()), status_code=http_status(exc), media_type=HAL
                     if not wants_plain_json(request) else JSON,
                     headers={**SECURITY_HEADERS, **headers})
 

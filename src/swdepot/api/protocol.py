@@ -47,8 +47,9 @@ import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.protocols.utils import get_client_addr
 
+from swdepot.api.http import RequestRefused
 from swdepot.api.limits import DEFAULT_LIMITS, RequestLimits
-from swdepot.errors import INVALID_VALUE, OntapError
+from swdepot.errors import INVALID_VALUE
 from swdepot.logs import REQUEST_ID
 
 if TYPE_CHECKING:
@@ -178,7 +179,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self._head_buffered = 0  # bytes received while the head was incomplete (a bound)
         self._head_started: float | None = None  # loop time the latest head began
         self._body_seen = 0.0  # loop time of the latest body bytes
-        self._refusal: OntapError | None = None  # to answer once the parser returns
+        self._refusal: RequestRefused | None = None  # to answer once the parser returns
         self._drained: int | None = None  # None, or bytes dropped since a refusal
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
@@ -232,9 +233,9 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             if left > 0:
                 self._arm_head_timer(left)  # another head began since the timer was set
                 return
-            self._refuse(OntapError(INVALID_VALUE, "The request's headers did not arrive "
-                                    f"within {self._limits.head_timeout:g} seconds.",
-                                    status=408))
+            self._refuse(RequestRefused(INVALID_VALUE, "The request's headers did not "
+                                        f"arrive within {self._limits.head_timeout:g} "
+                                        "seconds.", status=408))
         elif self._head_started is None and self._between_requests():
             self.transport.close()  # connected, and never sent a request
 
@@ -257,7 +258,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
                 timer.cancel()
         self._head_timer = self._body_timer = None
 
-    def _refuse(self, error: OntapError) -> None:
+    def _refuse(self, error: RequestRefused) -> None:
         """Answer ``error`` and close; what the client sends meanwhile is dropped."""
         self._refusal = None
         self._cancel_timers()
@@ -390,9 +391,9 @@ def _head_size(url: bytes, headers: list[tuple[bytes, bytes]]) -> int:
     return len(url) + sum(len(name) + len(value) + 4 for name, value in headers)
 
 
-def _head_too_large(limits: RequestLimits) -> OntapError:
-    return OntapError(INVALID_VALUE, "The request's line and headers are larger than "
-                      f"{limits.max_head_bytes} bytes.", status=431)
+def _head_too_large(limits: RequestLimits) -> RequestRefused:
+    return RequestRefused(INVALID_VALUE, "The request's line and headers are larger than "
+                          f"{limits.max_head_bytes} bytes.", status=431)
 
 
 def _response(default_headers: list[tuple[bytes, bytes]], answer: PollAnswer) -> bytes:

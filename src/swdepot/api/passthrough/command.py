@@ -28,7 +28,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from swdepot.api.http import query_pairs, read_json_object, refuse_body, respond
+from swdepot.api.http import (
+    http_status,
+    query_pairs,
+    read_json_object,
+    refuse_body,
+    respond,
+)
 from swdepot.api.query import (
     DEFAULT_RETURN_TIMEOUT,
     MAX_RETURN_TIMEOUT,
@@ -197,7 +203,8 @@ async def answer_jobs(request: Request, jobs: Sequence[Job], timeout: int, *, qu
         error = OntapError(failed[0].code, failed[0].message)
         if not plural:
             raise error
-        return respond(request, {"num_records": succeeded, **error.to_body()}, error.status)
+        return respond(request, {"num_records": succeeded, **error.to_body()},
+                       http_status(error))
     if succeeded == len(jobs):
         output = done if isinstance(done, str) else await run_in_threadpool(done)
         return respond(request, {**answer, "cli_output": output})
