@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from swdepot.errors import (
+    DELETE_DURING_UPDATE,
     INTERNAL_ERROR,
     PACKAGE_NOT_IN_REPOSITORY,
     REPOSITORY_EMPTY,
@@ -22,7 +23,6 @@ from swdepot.jobs.runner import JobContext, JobRunner
 from swdepot.repository.catalog import PackageRecord
 from swdepot.repository.repository import Repository
 
-DELETE_DURING_UPDATE = 10551347
 DELETE_RESTARTED = ("The package delete was interrupted because the service restarted; the "
                     "package is unchanged. Delete it again.")
 
