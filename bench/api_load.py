@@ -29,6 +29,14 @@ the download's threads run in child processes of the service (software/ingest_pr
 the service's own loop runs none of them either, so the two rows should agree: a gap is
 what remains of the job thread that waits for the download in the service.
 
+Rows for other server stacks take the same paced load in the same run, each over a
+download of its own service (its own data directory; issue 19): swdepot's app under
+uvicorn with uvicorn's own httptools protocol, and under granian (bench/servers.py), polls
+answered by the ASGI-level PollShortcut in both, i.e. only through the servers' public
+interfaces; ``--servers`` picks them (a server not installed is left out with a note:
+``pip install -e '.[bench]'``). The second table gives each stack's service CPU per
+request and its loop thread's share, from the process that serves.
+
 The job polled is the previous download's, ended (h2load needs its URLs before the
 download is posted); the running one is answered from memory the same way
 (jobs/cache.py).
@@ -44,6 +52,7 @@ a CPU (``/proc/<pid>/task/<tid>/schedstat``), how busy the machine was, and how 
 its CPU time the hypervisor gave to other machines (steal).
 
     python bench/api_load.py [--size-mib 1024] [--clients 50] [--rate 62] [--reps 3]
+                             [--servers uvicorn,granian]
 """
 
 from __future__ import annotations
@@ -51,6 +60,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import importlib.util
 import json
 import os
 import re
@@ -94,6 +104,17 @@ KINDS = {  # run name -> what the table calls it
     "swdepot flat out": "swdepot, flat out (capacity)",
     "second node": "diagnosis: a second swdepot process on the same data dir answers",
 }
+#: bench/servers.py's servers: name -> (the module it needs, what the tables call it)
+OTHER_SERVERS = {
+    "uvicorn": ("uvicorn", "uvicorn's own httptools protocol + ASGI PollShortcut"),
+    "granian": ("granian", "granian 1 worker (Rust, rustls) + ASGI PollShortcut"),
+}
+STACKS = {"swdepot": "swdepot serve (uvicorn + api/protocol.py)",
+          **{name: label for name, (_, label) in OTHER_SERVERS.items()}}
+
+
+def kind_name(name: str) -> str:
+    return KINDS[name] if name in KINDS else f"{STACKS[name]}, paced"
 
 
 @dataclass
@@ -157,14 +178,14 @@ def polled_download(service: Swdepot, url: str, paths: list[str], seconds: float
 
     def download() -> None:
         time.sleep(WARM_UP)
-        marks["start"] = (time.perf_counter(), _loop_sched(service.proc.pid), cpu_times())
+        marks["start"] = (time.perf_counter(), _loop_sched(service.pid), cpu_times())
         result["seconds"] = service.download(url)
 
     thread = threading.Thread(target=download)
     thread.start()
     load = run_h2load(base or service.base, paths, seconds, clients, rate, workdir)
     ended, (ran1, waited1), after = (
-        time.perf_counter(), _loop_sched(service.proc.pid), cpu_times())
+        time.perf_counter(), _loop_sched(service.pid), cpu_times())
     thread.join(timeout=300)
     # from the download's start to the load's end: the measured window
     started, (ran0, waited0), before = marks["start"]
@@ -178,9 +199,9 @@ def quiet_cost(service: Swdepot, paths: list[str], clients: int, workdir: Path
                ) -> tuple[Load, float]:
     """Flat-out polling with no download: the capacity and the service's CPU per request."""
     seconds = 3.0
-    before = _cpu_seconds(service.proc.pid)
+    before = _cpu_seconds(service.pid)
     load = run_h2load(service.base, paths, seconds, clients, None, workdir)
-    used = _cpu_seconds(service.proc.pid) - before
+    used = _cpu_seconds(service.pid) - before
     # the warm-up's requests cost CPU too: count them at the measured rate
     return load, used / (load.rps * (seconds + WARM_UP)) * 1e6
 
@@ -239,23 +260,36 @@ def main() -> int:
     parser.add_argument("--config", type=Path, help="a settings file for the service")
     parser.add_argument("--workdir", type=Path,
                         default=Path(tempfile.gettempdir()) / "swdepot-bench")
+    parser.add_argument("--servers", default=",".join(OTHER_SERVERS),
+                        help="other HTTP servers to run swdepot's app under, side by side "
+                        "(bench/servers.py; comma-separated, '' for none)")
     args = parser.parse_args()
     if shutil.which("h2load") is None:
         print("h2load is not installed (apt-get install nghttp2-client)")
         return 2
+    others = [name for name in args.servers.split(",") if name]
+    if unknown := set(others) - set(OTHER_SERVERS):
+        parser.error(f"unknown servers: {', '.join(sorted(unknown))}")
+    for name in list(others):
+        if importlib.util.find_spec(OTHER_SERVERS[name][0]) is None:
+            print(f"{name} is not installed (pip install -e '.[bench]'): its row is left out")
+            others.remove(name)
     work: Path = args.workdir
     image = make_image(work / "www", args.size_mib * MiB)
     warm(image)
     server = start_http(work / "www", work / "nginx")
     quiet: list[float] = []
     runs: dict[str, list[tuple[float, Load]]] = {name: [] for name in KINDS}
-    lags: list[dict] = []
+    runs.update({name: [] for name in others})
+    lags: dict[str, list[dict]] = {name: [] for name in ("swdepot", *others)}
+    costs: dict[str, list[tuple[Load, float]]] = {}
     try:
         config = work / "api_load.toml"
         # lag sampled every 10 ms, not the default 100 ms, so short stalls show
         config.write_text((args.config.read_text() if args.config else "")
                           + "\nloop_lag_interval = 0.01\n")
-        with swdepot(work, extra_args=("--config", str(config))) as service:
+        with contextlib.ExitStack() as stack:
+            service = stack.enter_context(swdepot(work, extra_args=("--config", str(config))))
             url = server.url(image.name)
 
             def quiet_download() -> float:
@@ -267,29 +301,52 @@ def main() -> int:
                 service.clear()
                 return seconds
 
+            def poll_paths(on: Swdepot) -> list[str]:
+                job = on.get("/api/cluster/software/download")["job"]["uuid"]
+                return [f"/api/cluster/jobs/{job}", "/api/cluster/software/download"]
+
             quiet.append(quiet_download())
-            job = service.get("/api/cluster/software/download")["job"]["uuid"]
-            paths = [f"/api/cluster/jobs/{job}", "/api/cluster/software/download"]
+            paths = poll_paths(service)
+            # each other server's service downloads once, so that its polls have a job
+            served: dict[str, tuple[Swdepot, list[str]]] = {}
+            for name in others:
+                other = stack.enter_context(swdepot(
+                    work, extra_args=("--config", str(config)),
+                    command=(str(Path(__file__).with_name("servers.py")), name)))
+                other.download(url)
+                other.clear()
+                served[name] = (other, poll_paths(other))
 
             def polled(window: float, rate: int | None, base: str | None = None,
-                       targets: list[str] = paths) -> tuple[float, Load]:
-                done = polled_download(service, url, targets, window, args.clients, rate,
+                       targets: list[str] = paths, on: Swdepot = service
+                       ) -> tuple[float, Load]:
+                done = polled_download(on, url, targets, window, args.clients, rate,
                                        work, base=base)
-                service.clear()
+                on.clear()
                 return done
+
+            def lagged(name: str, on: Swdepot, window: float) -> None:
+                """A paced run of ``on``'s own polls, with its loop's lag."""
+                on.get("/api/swdepot/runtime?reset=true")
+                runs[name].append(polled(window, args.rate, targets=served[name][1]
+                                         if name in served else paths, on=on))
+                lags[name].append(on.get("/api/swdepot/runtime")["loop_lag_ms"])
 
             with references(service, paths, work) as refs:
                 for rep in range(args.reps):
                     if rep:
                         quiet.append(quiet_download())
                     window = max(1.0, min(20.0, median(quiet) * 0.9))
-                    service.get("/api/swdepot/runtime?reset=true")
-                    runs["swdepot"].append(polled(window, args.rate))
-                    lags.append(service.get("/api/swdepot/runtime")["loop_lag_ms"])
+                    lagged("swdepot", service, window)
+                    for name, (other, _) in served.items():
+                        lagged(name, other, window)
                     for name, (base, targets) in refs.items():
                         runs[name].append(polled(window, args.rate, base, targets))
                     runs["swdepot flat out"].append(polled(window, None))
-            costs = [quiet_cost(service, paths, args.clients, work) for _ in range(args.reps)]
+            for _ in range(args.reps):  # alternated, as the paced runs are
+                for name, (on, targets) in [("swdepot", (service, paths)), *served.items()]:
+                    costs.setdefault(name, []).append(
+                        quiet_cost(on, targets, args.clients, work))
     finally:
         server.stop()
     q = median(quiet)
@@ -300,34 +357,44 @@ def main() -> int:
             continue  # nginx missing
         rps = median([load.rps for _, load in kind_runs])
         p99 = median([load.p99_ms for _, load in kind_runs])
-        polled = median([seconds for seconds, _ in kind_runs])
-        slowdown = polled / q - 1
+        polled_s = median([seconds for seconds, _ in kind_runs])
+        slowdown = polled_s / q - 1
         failed = sum(load.failed for _, load in kind_runs)
         verdicts[name] = verdict(rps, p99, slowdown, failed)
         asked = "as fast as answered" if "flat" in name else f"{args.clients} x {args.rate}/s"
-        rows.append([KINDS[name], asked, f"{rps:.0f}", f"{p99:.1f}", f"{q:.2f}",
-                     f"{polled:.2f}", f"{slowdown:+.0%}", str(failed),
+        rows.append([kind_name(name), asked, f"{rps:.0f}", f"{p99:.1f}", f"{q:.2f}",
+                     f"{polled_s:.2f}", f"{slowdown:+.0%}", str(failed),
                      "met" if verdicts[name] else "not met"])
     ok = verdicts["swdepot"]
     print(table(rows, ["polled server", "clients asking", "req/s", "p99 ms",
                        "download s (quiet)", "download s (polled)", "slowdown", "failed",
                        "targets"]))
-    paced = runs["swdepot"]
-    lag_p99 = median([x["p99"] or 0.0 for x in lags])
-    lag_max = max(x["max"] or 0.0 for x in lags)
-    cost = median([c for _, c in costs])
-    print(table([[f"{median([load.rps for load, _ in costs]):.0f}",
-                  f"{median([load.p99_ms for load, _ in costs]):.1f}", f"{cost:.0f}",
-                  f"{MIN_RPS * cost / 1e6:.2f}",
-                  f"{lag_p99:.1f} / {lag_max:.1f}",
-                  f"{median([load.loop_ran for _, load in paced]):.0%}",
-                  f"{median([load.loop_waited for _, load in paced]):.0%}",
-                  f"{median([load.machine for _, load in paced]):.0%} of {os.cpu_count()}",
-                  f"{median([load.stolen for _, load in paced]):.0%}"]],
-                ["req/s, no download", "p99 ms, no download", "service CPU us/request",
-                 f"cores for {MIN_RPS:.0f} req/s", "loop lag p99/max ms (paced)",
-                 "loop thread ran (paced)", "loop thread waited for a CPU",
-                 "machine busy", "CPU stolen by the hypervisor"]))
+    print(table([[kind_name(name), *(f"{load.p99_ms:.1f} ms, {seconds / q - 1:+.0%}"
+                                     for seconds, load in kind_runs)]
+                 for name, kind_runs in runs.items() if kind_runs],
+                ["each run: p99, slowdown", *(f"run {n + 1}" for n in range(args.reps))]))
+    cost_rows = []
+    for name, stack_costs in costs.items():
+        paced = runs[name]
+        cost = median([c for _, c in stack_costs])
+        lag_p99 = median([x["p99"] or 0.0 for x in lags[name]])
+        lag_max = max(x["max"] or 0.0 for x in lags[name])
+        cost_rows.append([STACKS.get(name, name),
+                          f"{median([load.rps for load, _ in stack_costs]):.0f}",
+                          f"{median([load.p99_ms for load, _ in stack_costs]):.1f}",
+                          f"{cost:.0f}", f"{MIN_RPS * cost / 1e6:.2f}",
+                          f"{lag_p99:.1f} / {lag_max:.1f}",
+                          f"{median([load.loop_ran for _, load in paced]):.0%}",
+                          f"{median([load.loop_waited for _, load in paced]):.0%}"])
+    print(table(cost_rows, ["server stack", "req/s, no download", "p99 ms, no download",
+                            "service CPU us/request", f"cores for {MIN_RPS:.0f} req/s",
+                            "loop lag p99/max ms (paced)", "loop thread ran (paced)",
+                            "loop thread waited for a CPU"]))
+    paced_all = [load for name in lags for _, load in runs[name]]
+    print(f"machine during the paced runs of swdepot's app: "
+          f"{median([load.machine for load in paced_all]):.0%} of {os.cpu_count()} cores busy, "
+          f"{median([load.stolen for load in paced_all]):.0%} of the CPU stolen by the "
+          f"hypervisor (medians)")
     print(f"targets (paced run): p99 < {P99_MS} ms, >= {MIN_RPS:.0f} req/s, slowdown < "
           f"{MAX_SLOWDOWN:.0%}: {'met' if ok else 'NOT met'} "
           f"({args.clients} clients, medians of {args.reps})")

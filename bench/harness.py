@@ -242,20 +242,25 @@ class Swdepot:
 
     def __init__(self, workdir: Path, *, ca_file: Path | None = None,
                  import_dir: Path | None = None, extra_args: tuple[str, ...] = (),
-                 data_dir: Path | None = None) -> None:
-        """``data_dir``: another service's, to run a second node of it (left in place)."""
+                 data_dir: Path | None = None,
+                 command: tuple[str, ...] = ("-m", "swdepot")) -> None:
+        """``data_dir``: another service's, to run a second node of it (left in place).
+        ``command``: what runs ``serve`` after the interpreter (bench/servers.py with a
+        server's name for another HTTP server)."""
         self.workdir = workdir
         self._owns_data = data_dir is None
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="swdepot-bench-", dir=workdir))
         self.port = free_port()
-        args = [sys.executable, "-m", "swdepot", "serve", "--data-dir", str(self.data_dir),
+        args = [sys.executable, *command, "serve", "--data-dir", str(self.data_dir),
                 "--port", str(self.port), "--allow-network", "127.0.0.1/32",
                 "--log-level", "warning", *extra_args]
         if ca_file is not None:
             args += ["--ca-file", str(ca_file)]
         if import_dir is not None:
             args += ["--import-dir", str(import_dir)]
-        env = {**os.environ, "SWDEPOT_ADMIN_PASSWORD": ADMIN_PASSWORD}
+        pid_file = self.data_dir / f"serving-{self.port}.pid"
+        env = {**os.environ, "SWDEPOT_ADMIN_PASSWORD": ADMIN_PASSWORD,
+               "SWDEPOT_BENCH_PID_FILE": str(pid_file)}
         for name in ("http_proxy", "https_proxy", "ftp_proxy", "all_proxy"):
             env.pop(name, None)
             env.pop(name.upper(), None)
@@ -268,6 +273,8 @@ class Swdepot:
         self.session.verify = False
         self.base = f"https://127.0.0.1:{self.port}"
         self.first_answer = self._wait_ready()
+        #: the process that serves: this one's child where the server forks its worker
+        self.pid = int(pid_file.read_text()) if pid_file.exists() else self.proc.pid
 
     def _wait_ready(self) -> float:
         import urllib3
@@ -326,7 +333,10 @@ class Swdepot:
     def stop(self) -> None:
         self.session.close()
         self.proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # not the next run's problem
+            self.proc.kill()
             self.proc.wait(timeout=10)
         if self._owns_data:
             shutil.rmtree(self.data_dir, ignore_errors=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -134,14 +134,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *,
+         serve: Callable[..., None] | None = None) -> int:
+    """``serve``: what runs ``swdepot serve`` (default :func:`swdepot.server.run`, with its
+    arguments; bench/servers.py passes others)."""
     args = _parser().parse_args(argv)
     if getattr(args, "handler", None) is not None:
         from swdepot.client.commands import run
 
         return run(args)
     if args.command == "serve":
-        return _serve(args)
+        return _serve(args, serve)
     if args.command == "repository":
         return _repository(args)
     if args.command == "user":
@@ -149,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _package(args)
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _serve(args: argparse.Namespace, serve: Callable[..., None] | None) -> int:
     import os
 
     from swdepot import logs
@@ -183,7 +186,7 @@ def _serve(args: argparse.Namespace) -> int:
     from swdepot.server import run
 
     try:
-        run(settings, log_level=args.log_level, prehashed=prehashed)
+        (serve or run)(settings, log_level=args.log_level, prehashed=prehashed)
     except NodeBusy as exc:
         print(f"swdepot: {exc}", file=sys.stderr)
         return 1

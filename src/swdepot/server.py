@@ -7,6 +7,7 @@ import ctypes
 import functools
 import logging
 import sys
+from collections.abc import Iterator
 from typing import Any, TextIO
 
 import uvicorn
@@ -114,11 +115,15 @@ def announce(settings: Settings, out: TextIO = sys.stderr) -> None:
           flush=True)
 
 
-def run(settings: Settings, *, log_level: str = "info",
-        prehashed: PendingHash | None = None) -> None:
-    """Serve until interrupted; the service is recovered on start and closed on exit.
+@contextlib.contextmanager
+def started(settings: Settings, *, prehashed: PendingHash | None = None
+            ) -> Iterator[tuple[Service, dict[str, str]]]:
+    """The service of ``settings``, recovered and started, with the TLS files its listener
+    serves (``ssl_certfile``, ``ssl_keyfile``; none without TLS); closed on exit.
 
     ``prehashed``: the given admin password's hash, begun before this module's imports.
+    The service forks its zygote here, before any thread of its own: call this before
+    the server starts threads.
     """
     # first of all: no other live process may serve this node from this data directory
     lock = NodeLock.acquire(settings.data_dir, settings.node)
@@ -140,13 +145,24 @@ def run(settings: Settings, *, log_level: str = "info",
             if own is not None:
                 cert, key = own.wait()
             ssl_args = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
-        config = service_config(service, settings.host, settings.port,
-                                log_level=log_level, lifespan="on", log_config=None, **ssl_args)
+        yield service, ssl_args
+    finally:
+        service.close()
+
+
+def run(settings: Settings, *, log_level: str = "info",
+        prehashed: PendingHash | None = None, **options: Any) -> None:
+    """Serve until interrupted; the service is recovered on start and closed on exit.
+
+    ``prehashed``: as for :func:`started`; ``options`` add to uvicorn's configuration
+    (bench/servers.py runs uvicorn's own protocol with ``http="httptools"``).
+    """
+    with started(settings, prehashed=prehashed) as (service, ssl_args):
+        config = service_config(service, settings.host, settings.port, log_level=log_level,
+                                lifespan="on", log_config=None, **ssl_args, **options)
         config.load()  # builds the SSL context, which is then tightened before serving
         if config.ssl is not None:
             harden(config.ssl)
         tune_allocator()
         announce(settings)
         uvicorn.Server(config).run()
-    finally:
-        service.close()
