@@ -27,8 +27,8 @@ def test_settings_file_with_cluster_identity(tmp_path: Path) -> None:
     assert settings.cluster.name == "lab" and settings.cluster.nodes == ("a", "b", "c")
     service = Service(settings)
     try:
-        assert service.profile.cluster()["version"]["major"] == 15
-        assert [n["name"] for n in service.profile.software()["nodes"]] == ["a", "b", "c"]
+        assert service.profile.cluster().version == "9.15.1P2"
+        assert [n.name for n in service.profile.software().nodes] == ["a", "b", "c"]
     finally:
         service.close()
 

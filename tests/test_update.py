@@ -9,14 +9,8 @@ from pathlib import Path
 import pytest
 
 from pkgfactory import make_package
-from swdepot.software.update import (
-    Pace,
-    Update,
-    UpdateState,
-    plan,
-    status_details,
-    update_details,
-)
+from swdepot.software.profile import phase_progress, step_progress
+from swdepot.software.update import Pace, Update, UpdateState, plan
 
 SOFTWARE = "/api/cluster/software"
 NODES = ["swdepot-01", "swdepot-02"]
@@ -235,8 +229,8 @@ def test_a_copy_found_corrupt_in_its_step_pauses_with_the_way_out(api, loaded, s
 
 def test_a_failed_post_update_check_is_listed_until_it_passes(api, loaded, swdepot):
     loaded()
-    profile = swdepot.service.profile
-    original = profile._step_work
+    engine = swdepot.service.updates
+    original = engine._step_work
 
     def node_01_behind(update, step, state):  # as if swdepot-01 had not come back updated
         if step.name == "post-update-checks":
@@ -244,7 +238,7 @@ def test_a_failed_post_update_check_is_listed_until_it_passes(api, loaded, swdep
                                                   "swdepot-01": "9.16.1"})
         return original(update, step, state)
 
-    profile._step_work = node_01_behind
+    engine._step_work = node_01_behind
     patch(api, "?skip_warnings=true", version="9.17.1")
     paused = api.wait_software("paused_on_error", "completed", "failed")
     assert paused["state"] == "paused_on_error"
@@ -257,7 +251,7 @@ def test_a_failed_post_update_check_is_listed_until_it_passes(api, loaded, swdep
     assert held["issue"]["code"] == held["action"]["code"] == 262145
     assert api.get(SOFTWARE + "?fields=post_update_checks.update_check").json()[
         "post_update_checks"] == [{"update_check": "Version check"}]
-    profile._step_work = original
+    engine._step_work = original
     patch(api, "?action=resume")
     done = api.wait_software("completed", "paused_on_error", "failed")
     assert done["state"] == "completed" and "post_update_checks" not in done
@@ -274,11 +268,11 @@ def test_a_pending_pause_or_cancel_shows_on_the_running_step():
                     current=1)
     for state in (UpdateState.PAUSE_PENDING, UpdateState.CANCEL_PENDING):
         shown = replace(update, state=state)
-        assert [s["state"] for s in status_details(shown)] == ["completed", str(state)]
-        assert [d["state"] for d in update_details(shown, 105.0)][:2] == ["completed",
-                                                                          str(state)]
+        assert [s.state for s in step_progress(shown)] == ["completed", str(state)]
+        assert [d.state for d in phase_progress(shown, 105.0)][:2] == ["completed",
+                                                                       str(state)]
     moving = replace(update, state=UpdateState.IN_PROGRESS)
-    assert [s["state"] for s in status_details(moving)] == ["completed", "in_progress"]
+    assert [s.state for s in step_progress(moving)] == ["completed", "in_progress"]
 
 
 def test_corrupt_copy_pauses_the_update_on_error(api, loaded, swdepot):
@@ -330,14 +324,14 @@ def test_an_update_across_two_processes_does_each_steps_work_once(
     second = start_service(settings, port=free_port(), node_name="swdepot-02")
     worked: Counter[tuple[str, str, str]] = Counter()
     for svc, who in ((first, "first"), (second, "second")):
-        profile = svc.service.profile
-        original = profile._step_work
+        engine = svc.service.updates
+        original = engine._step_work
 
         def counting(update, step, state, original=original, who=who):
             worked[(step.name, step.node or "", who)] += 1
             return original(update, step, state)
 
-        profile._step_work = counting
+        engine._step_work = counting
     make_package(content_dir, "9.17.1.tgz", "9.17.1", size=4096)
     assert first.api.download(http_server_noauth.url("9.17.1.tgz"))["state"] == "success"
     response = second.api.patch(SOFTWARE + "?skip_warnings=true", json={"version": "9.17.1"})

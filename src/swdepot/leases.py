@@ -1,6 +1,6 @@
 """Named leases: work that many processes could do, done by one of them at a time.
 
-Every process advances a running software update (``ClusterProfile.tick``), and each
+Every process advances a running software update (``UpdateEngine.tick``), and each
 step's work re-reads and hashes package copies. A lease named for the work lets one
 process hold it: the holder renews it on every round, and another process gets it only
 once it has run out — or at once when the holder is a dead earlier process of the

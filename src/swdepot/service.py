@@ -43,6 +43,7 @@ from swdepot.software.jobcontrol import JobControl
 from swdepot.software.packages import PackageService
 from swdepot.software.profile import ClusterProfile
 from swdepot.software.update import Pace
+from swdepot.software.update_engine import UpdateEngine
 from swdepot.software.upload import UploadService
 from swdepot.transfer.control import Control
 from swdepot.transfer.curl import CurlOptions
@@ -95,12 +96,14 @@ class Service:
             settings.cluster.uuid, settings.cluster.nodes, settings.node,
             store=self.stores.nodes if settings.database is not None else None,
             lease_seconds=settings.job_lease_seconds)
-        self.profile = ClusterProfile(
-            settings.cluster, self.stores.profile, repository=self.repository,
+        # the software profile: read by every resource, changed only by the update engine
+        self.profile = ClusterProfile(settings.cluster, self.stores.profile,
+                                      members=self.nodes.names)
+        self.updates = UpdateEngine(
+            self.profile, self.stores.profile, repository=self.repository,
             runner=self.runner, node=settings.node,
             pace=Pace(settings.update_step_seconds, settings.update_minute_seconds),
             leases=self.stores.leases, lease_seconds=settings.job_lease_seconds,
-            members=self.nodes.names,
         )
         node = settings.node
         transfer: Engine = TransferEngine(
@@ -204,7 +207,7 @@ class Service:
         interval = max(0.02, min(1.0, self.settings.update_step_seconds / 4))
         while not self._stop.wait(interval):
             try:
-                self.profile.tick()
+                self.updates.tick()
             except Exception:  # keep ticking; a failed tick is retried
                 log.exception("software update tick failed")
 

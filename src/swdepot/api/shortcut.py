@@ -9,11 +9,11 @@ work competes with the download for the same two cores (docs/performance.md).
 :class:`PollAnswerer` answers exactly those requests when nothing about them needs a
 decision: GET, no query string, no body, a plain path and credentials the
 authenticator has already verified (its cache). It builds the same record with the same
-functions the routes use, encodes it the same way, sends the same headers and counts and
-logs the request as :class:`~swdepot.api.observe.ObserveMiddleware` does. Anything else,
-every error included (an unknown job, a login to check, a locked-out address), passes to
-the full application, so the shortcut never answers differently from the routes; the
-tests compare the two answer for answer.
+functions the routes use (``api/views/``), encodes it the same way, sends the same
+headers and counts and logs the request as :class:`~swdepot.api.observe.ObserveMiddleware`
+does. Anything else, every error included (an unknown job, a login to check, a
+locked-out address), passes to the full application, so the shortcut never answers
+differently from the routes; the tests compare the two answer for answer.
 
 It is synchronous and knows no server, so two doors lead to it: the HTTP protocol
 (api/protocol.py) asks it before uvicorn builds an ASGI request at all, and
@@ -33,6 +33,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from swdepot.api.http import HAL, JSON, SECURITY_HEADERS, encode, plain_json
 from swdepot.api.observe import REQUEST_ID_HEADER, record
 from swdepot.api.routes.jobs import visible_job
+from swdepot.api.views.download import download_record
+from swdepot.api.views.jobs import job_record
 from swdepot.auth import Principal
 from swdepot.errors import OntapError
 from swdepot.logs import REQUEST_ID, request_id_from
@@ -51,11 +53,11 @@ Headers = list[tuple[bytes, bytes]]
 
 def _job(service: Service, uuid: str) -> dict[str, Any] | None:
     job = visible_job(service, uuid)
-    return job.to_ontap() if job is not None else None
+    return job_record(job) if job is not None else None
 
 
 def _download(service: Service, _key: str) -> dict[str, Any] | None:
-    return service.downloads.status().to_ontap()
+    return download_record(service.downloads.status())
 
 
 def _route(path: str) -> tuple[str, Record, str] | None:

@@ -1,12 +1,11 @@
-"""ONTAP's job object as a plain data type, free of HTTP and SQL."""
+"""ONTAP's job object as a plain data type, free of HTTP, REST shapes and SQL
+(``api/views/jobs.py`` shows it)."""
 
 from __future__ import annotations
 
-import functools
 import time
 import uuid as uuidlib
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -35,18 +34,6 @@ class JobKind(StrEnum):
     UPLOAD = "upload"
     SOFTWARE = "software"  # PATCH /api/cluster/software: validate, update, pause/resume/cancel
     DELETE_PACKAGE = "delete_package"
-
-
-@functools.lru_cache(maxsize=1024)
-def iso(ts: float | None) -> str | None:
-    """Seconds since the epoch as ONTAP's ISO-8601 date-time (with offset).
-
-    Remembered: a polled job renders the same two instants thousands of times, and
-    formatting one costs more than the rest of the job's record together.
-    """
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)
@@ -96,23 +83,3 @@ class Job:
 
     def with_changes(self, **changes: Any) -> Job:
         return replace(self, **changes)
-
-    def to_ontap(self) -> dict[str, Any]:
-        """The full ONTAP job object (``error`` only on failure, as since ONTAP 9.9)."""
-        body: dict[str, Any] = {
-            "uuid": self.uuid,
-            "description": self.description,
-            "state": str(self.state),
-            "message": self.message,
-            "code": self.code,
-        }
-        if self.start_time is not None:
-            body["start_time"] = iso(self.start_time)
-        if self.end_time is not None:
-            body["end_time"] = iso(self.end_time)
-        if self.state is JobState.FAILURE:
-            body["error"] = {"code": str(self.code), "message": self.message}
-        if self.node:
-            body["node"] = {"name": self.node}
-        body["_links"] = {"self": {"href": f"/api/cluster/jobs/{self.uuid}"}}
-        return body

@@ -8,9 +8,8 @@ enforced by the catalog so it holds across processes and nodes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
-from swdepot.jobs.model import iso
 from swdepot.packages.model import PackageKind
 
 
@@ -28,20 +27,6 @@ class PackageRecord:
     store_key: str
     product: str | None = None
     signer: str | None = None
-
-    def to_ontap(self) -> dict[str, Any]:
-        """``software_package`` as ONTAP shows it, plus swdepot's extra fields."""
-        return {
-            "version": self.version,
-            "create_time": iso(self.create_time),
-            "file_name": self.file_name,
-            "kind": str(self.kind),
-            "size": self.size,
-            "sha256": self.sha256,
-            "product": self.product,
-            "signer": self.signer,
-            "_links": {"self": {"href": f"/api/cluster/software/packages/{self.version}"}},
-        }
 
 
 class DuplicateName(Exception):

@@ -57,7 +57,8 @@ RESTARTED = ("Package download failed: the download was interrupted because the 
 
 @dataclass(frozen=True)
 class DownloadStatus:
-    """``GET /api/cluster/software/download``: ONTAP's fields plus byte progress."""
+    """The latest download (``GET /api/cluster/software/download``): its state, message and
+    code as ONTAP reports them; with a job, that job's byte progress and uuid."""
 
     state: str
     message: str
@@ -66,17 +67,6 @@ class DownloadStatus:
     bytes_total: int | None = None
     speed: float | None = None
     job_uuid: str | None = None
-
-    def to_ontap(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"state": self.state, "message": self.message, "code": self.code}
-        if self.job_uuid is not None:
-            body["bytes_done"] = self.bytes_done
-            body["bytes_total"] = self.bytes_total
-            body["speed"] = self.speed
-            body["job"] = {"uuid": self.job_uuid,
-                           "_links": {"self": {"href": f"/api/cluster/jobs/{self.job_uuid}"}}}
-        body["_links"] = {"self": {"href": "/api/cluster/software/download"}}
-        return body
 
 
 class DownloadService:

@@ -1,128 +1,154 @@
-"""The cluster's identity and software profile (``/api/cluster``, ``/api/cluster/software``).
+"""The cluster's identity and software profile as clients read it (the read model).
 
 Every Ansible module reads ``GET /api/cluster?fields=version`` first, and
 ``na_ontap_software_update`` reads the nodes' versions. The nodes start at the configured
 :class:`~swdepot.config.ClusterIdentity` version; a completed update moves them on, and
 from then on the stored versions win over the configuration.
 
-``PATCH /api/cluster/software`` validates a package, starts a rolling update
-(:mod:`swdepot.software.update`) or pauses, resumes or cancels it. Each runs as a job, as
-in ONTAP; what can be refused without work is refused before the job starts.
+:class:`ClusterProfile` only reads the :class:`~swdepot.software.update.ProfileStore`:
+every change (validation, the update, its actions and ticks, ``cluster ha modify``) is
+:class:`~swdepot.software.update_engine.UpdateEngine`'s. What it shows are typed values
+(:class:`ClusterView`, :class:`SoftwareView`); ``api/views/`` turns them into ONTAP's
+JSON.
 """
 
 from __future__ import annotations
 
-import logging
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import replace
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 from swdepot.config import ClusterIdentity
-from swdepot.errors import (
-    INTERNAL_ERROR,
-    PACKAGE_NOT_IN_REPOSITORY,
-    PACKAGE_PROCESSING_FAILED,
-    REPOSITORY_EMPTY,
-    REPOSITORY_PLACEMENT_FAILED,
-    UPDATE_IN_PROGRESS,
-    Conflict,
-    InvalidInput,
-    NotFound,
-    OntapError,
-)
-from swdepot.jobs.model import Job, JobKind, iso
-from swdepot.jobs.runner import JobContext, JobRunner
-from swdepot.leases import Leases
 from swdepot.nodes import MODEL
-from swdepot.repository.catalog import PackageRecord
-from swdepot.repository.repository import Repository
 from swdepot.software.update import (
     HistoryEntry,
-    Pace,
     ProfileState,
     ProfileStore,
-    Step,
-    StepFailed,
-    StepOutcome,
     Update,
-    UpdateState,
-    Validation,
     ValidationResult,
-    advance,
-    cancel_now,
-    canceled_history,
-    plan,
-    resume,
-    skipped_history,
-    status_details,
-    update_details,
     version_key,
 )
 
-log = logging.getLogger(__name__)
-
-DESCRIPTION = "PATCH /api/cluster/software"
-VERSION_MISSING = 10551872
-ALREADY_AT_VERSION = 10551897
-INVALID_VALUE = 262185
-UPDATE_COMPLETE = 10551399  # status_details[].issue.code of "Image update complete" (ONTAP)
-SAVE_ATTEMPTS = 20
 TIMEZONE = "Etc/UTC"  # every time swdepot reports is UTC
 
 
-RESTARTED = "The job was interrupted because the service restarted."
-
-
-def _taken_over(_ctx: JobContext) -> str:
-    """A validate/update/action job whose process died before it ended. Its effect is one
-    compare-and-set of the profile: either it happened (the profile shows it) or not;
-    the job cannot tell which from its row, so it fails and the client looks again."""
-    raise OntapError(INTERNAL_ERROR, RESTARTED)
-
-
-def version_parts(version: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class VersionParts:
     """``9.16.1P3`` → generation 9, major 16, minor 1 (ONTAP's naming of the parts)."""
+
+    generation: int
+    major: int
+    minor: int
+
+
+def version_parts(version: str) -> VersionParts:
+    """The parts of an ONTAP version; ValueError for a string that is none."""
     generation, major, minor, _, _ = version_key(version)
     if generation == 0:
         raise ValueError(f"not an ONTAP version: {version!r}")
-    return {"generation": generation, "major": major, "minor": minor}
+    return VersionParts(generation, major, minor)
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """``/api/cluster``: the cluster's identity and effective version."""
+
+    name: str
+    uuid: str
+    version: str  # the lowest any node runs
+    timezone: str = TIMEZONE
+
+
+@dataclass(frozen=True)
+class NodeVersion:
+    """One node of ``/cluster/software``'s ``nodes[]``."""
+
+    name: str
+    version: str
+    model: str = MODEL
+
+
+@dataclass(frozen=True)
+class PhaseProgress:
+    """One phase on one node (``update_details[]``): its steps' aggregate state."""
+
+    phase: str
+    node: str
+    state: str
+    estimated_seconds: int
+    elapsed_seconds: int
+
+
+@dataclass(frozen=True)
+class StepProgress:
+    """One step that has started, or the one a held update waits at (``status_details[]``).
+
+    ``state`` is the update's while it is held at this step; ``message`` and ``code`` the
+    step's issue (none when ``message`` is empty); ``action`` the corrective action of a
+    failed step, else empty.
+    """
+
+    name: str
+    state: str
+    node: str
+    start_time: float | None
+    end_time: float | None
+    message: str
+    code: int
+    action: str
+
+
+@dataclass(frozen=True)
+class SoftwareView:
+    """``/api/cluster/software`` as of one load of the profile.
+
+    Before the first update ``start_time`` … ``steps`` are None, except that the last
+    ``validate_only`` gives the durations; ``post_update_checks`` are the failed ones of
+    the last update (empty while none fails).
+    """
+
+    version: str  # the lowest any node runs
+    state: str
+    nodes: tuple[NodeVersion, ...]
+    pending_version: str | None = None  # while an update is active
+    start_time: float | None = None
+    end_time: float | None = None
+    elapsed_seconds: int | None = None
+    estimated_seconds: int | None = None
+    phases: tuple[PhaseProgress, ...] | None = None
+    steps: tuple[StepProgress, ...] | None = None
+    validation_results: tuple[ValidationResult, ...] | None = None
+    post_update_checks: tuple[ValidationResult, ...] = ()
 
 
 class ClusterProfile:
-    """Node versions, validation and the rolling update, over a :class:`ProfileStore`."""
+    """Node versions, validation results and the update, read from a :class:`ProfileStore`.
 
-    UPDATE_LEASE = "software-update"
+    Never writes: each call loads the stored state, so every process reads the same.
+    """
 
     def __init__(self, identity: ClusterIdentity, store: ProfileStore, *,
-                 repository: Repository, runner: JobRunner, pace: Pace, node: str = "",
-                 leases: Leases | None = None, lease_seconds: float = 15.0,
                  members: Callable[[], tuple[str, ...]] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
-        """``leases``: where the processes of a cluster settle which of them advances a
-        running update (without, every caller of :meth:`tick` does the steps' work).
-        ``members``: the cluster's node names now (``nodes.py``; default: the configured
-        ones)."""
-        self._members = members or (lambda: tuple(identity.nodes))
+        """``members``: the cluster's node names now (``nodes.py``; default: the
+        configured ones). Refuses a malformed configured version (ValueError)."""
         version_parts(identity.version)  # refuse a malformed configured version at start-up
         self.identity = identity
         self._store = store
-        self._repository = repository
-        self._runner = runner
-        runner.register(JobKind.SOFTWARE, _taken_over, internal_code=INTERNAL_ERROR)
-        self._pace = pace
-        self._node = node or identity.nodes[0]
-        self._leases = leases
-        self._lease_seconds = lease_seconds
+        self._members = members or (lambda: tuple(identity.nodes))
         self._clock = clock
 
-    # --- reading ------------------------------------------------------------------------
+    def members(self) -> tuple[str, ...]:
+        """The cluster's node names now."""
+        return self._members()
 
-    def _state(self) -> ProfileState:
+    def state(self) -> ProfileState:
+        """The stored profile, as of now."""
         return self._store.load()[0]
 
     def node_versions(self, state: ProfileState | None = None) -> dict[str, str]:
-        state = state or self._state()
+        """Each member's version (``state``'s, default the stored one), in member order."""
+        state = state or self.state()
         return {n: state.node_versions.get(n, self.identity.version) for n in self._members()}
 
     @property
@@ -132,338 +158,119 @@ class ClusterProfile:
 
     def history(self) -> tuple[HistoryEntry, ...]:
         """Every node installation of every update, oldest first."""
-        return self._state().history
+        return self.state().history
 
     def current_update(self) -> Update | None:
         """The running update, or the last one that ended (``None`` before the first)."""
-        return self._state().update
+        return self.state().update
 
     def validation_results(self) -> tuple[ValidationResult, ...] | None:
         """What the last validation found (``None`` before the first)."""
-        return self._state().validation_results
+        return self.state().validation_results
 
     def installed_at(self) -> dict[str, float]:
         """When each node last finished installing a version (nodes never updated are
         missing: nothing records when their first version was installed)."""
         return {e.node: e.end_time for e in self.history() if e.state == "successful"}
 
-    # --- cluster high availability (``cluster ha``) --------------------------------------
-
     def ha_configured(self) -> bool:
         """``cluster ha show``: as last set, else on exactly when the cluster has two
         nodes (how ONTAP's setup leaves a two-node cluster)."""
-        configured = self._state().ha_configured
+        configured = self.state().ha_configured
         return len(self._members()) == 2 if configured is None else configured
 
-    def configure_ha(self, configured: bool) -> str | None:
-        """``cluster ha modify -configured``; returns a warning for the operator, if any.
-
-        Cluster HA applies to two-node clusters only (ONTAP's command reference). A single
-        node has no partner, so turning it on there is refused; on larger clusters it is
-        stored with a warning, because NetApp's own upgrade sample turns it on for every
-        cluster of more than one node before an update.
-        """
-        count = len(self._members())
-        if configured and count < 2:
-            raise Conflict(INVALID_VALUE, "Cluster high availability cannot be configured "
-                           "on a single-node cluster.", target="configured")
-        self._save(lambda state: replace(state, ha_configured=configured))
-        if configured and count > 2:
-            return (f"Warning: Cluster high availability applies only to two-node clusters; "
-                    f"this cluster has {count} nodes.")
-        return None
-
     def update_in_progress(self) -> bool:
-        update = self._state().update
+        update = self.state().update
         return update is not None and update.state.active
 
     def package_in_use(self, version: str) -> bool:
         """The package an unfinished update installs must stay in the repository."""
-        update = self._state().update
+        update = self.state().update
         return update is not None and update.state.active and update.version == version
 
-    def cluster(self) -> dict[str, Any]:
+    def cluster(self) -> ClusterView:
+        """``/api/cluster``."""
         ident = self.identity
-        version = self.version
-        return {
-            "name": ident.name,
-            "uuid": ident.uuid,
-            "version": {"full": f"NetApp Release {version}: swdepot", **version_parts(version)},
-            "timezone": {"name": TIMEZONE},
-            "_links": {"self": {"href": "/api/cluster"}},
-        }
+        return ClusterView(ident.name, ident.uuid, self.version)
 
-    def software(self) -> dict[str, Any]:
-        state = self._state()
+    def software(self) -> SoftwareView:
+        """``/api/cluster/software``: the nodes, the last update's progress (durations to
+        now while it runs) and the last validation's."""
+        state = self.state()
         versions = self.node_versions(state)
-        body: dict[str, Any] = {
-            "version": min(versions.values(), key=version_key),
-            "state": "completed",
-            "nodes": [{"name": n, "version": v, "model": MODEL} for n, v in versions.items()],
-        }
+        nodes = tuple(NodeVersion(n, v) for n, v in versions.items())
+        lowest = min(versions.values(), key=version_key)
         update = state.update
-        now = self._clock()
+        view = SoftwareView(lowest, "completed", nodes,
+                            validation_results=state.validation_results)
         if update is not None:
-            body["state"] = str(update.state)
-            if update.state.active:
-                body["pending_version"] = update.version
-            body["start_time"] = iso(update.start_time)
-            if update.end_time is not None:
-                body["end_time"] = iso(update.end_time)
-            body["elapsed_duration"] = round((update.end_time or now) - update.start_time)
-            body["estimated_duration"] = round(sum(s.seconds for s in update.steps))
-            body["update_details"] = update_details(update, now)
-            body["status_details"] = status_details(update)
+            now = self._clock()
+            view = SoftwareView(
+                lowest, str(update.state), nodes,
+                pending_version=update.version if update.state.active else None,
+                start_time=update.start_time, end_time=update.end_time,
+                elapsed_seconds=round((update.end_time or now) - update.start_time),
+                estimated_seconds=round(sum(s.seconds for s in update.steps)),
+                phases=phase_progress(update, now), steps=step_progress(update),
+                validation_results=state.validation_results,
+                post_update_checks=update.post_update_checks)
         validation = state.validation
         if validation is not None and (update is None or (
                 not update.state.active and validation.start_time >= update.start_time)):
-            body["elapsed_duration"] = round(validation.end_time - validation.start_time)
-            body["estimated_duration"] = round(validation.estimated_seconds)
-        if state.validation_results is not None:
-            body["validation_results"] = [r.to_ontap() for r in state.validation_results]
-        if update is not None and update.post_update_checks:
-            body["post_update_checks"] = [r.to_ontap() for r in update.post_update_checks]
-        body["_links"] = {"self": {"href": "/api/cluster/software"}}
-        return body
+            view = replace(view, elapsed_seconds=round(validation.end_time
+                                                       - validation.start_time),
+                           estimated_seconds=round(validation.estimated_seconds))
+        return view
 
-    # --- PATCH: validate, update, act ---------------------------------------------------
 
-    def validate(self, version: str | None, nodes: Sequence[str] | None = None) -> Job:
-        """``validate_only=true``: run the pre-update checks in a job, keep the results.
+def _duration(start: float | None, end: float | None, now: float) -> int:
+    if start is None:
+        return 0
+    return max(0, round((end if end is not None else now) - start))
 
-        ``nodes``: check only these (``cluster image validate -nodes``); default all."""
-        record = self._package(version)
-        checked = self._known_nodes(nodes, target="nodes") if nodes else self._members()
-        return self._start_job(lambda ctx: self._validate(record, checked))
 
-    def _validate(self, record: PackageRecord, nodes: Sequence[str]) -> str:
-        start = self._clock()
-        results = self.checks(record, nodes, self.node_versions())
-        ran = Validation(start, self._clock(), self._pace.step_seconds)
-        self._save(lambda state: replace(state, validation_results=results, validation=ran))
-        return "success"
+def _held_at(update: Update, index: int) -> bool:
+    """While the update is paused or a pause or cancel is pending, its current step (and
+    that step's phase) shows the update's state instead of its own."""
+    return update.state.held and index == update.current
 
-    def start_update(self, version: str | None, *, skip_warnings: bool,
-                     nodes_to_update: Sequence[str] | None, stabilize_minutes: int) -> Job:
-        """Refuse what is refused at once, then record the update in a job."""
-        update, skipped = self.prepare_update(version, skip_warnings=skip_warnings,
-                                              nodes_to_update=nodes_to_update,
-                                              stabilize_minutes=stabilize_minutes)
-        return self._start_job(lambda ctx: self._begin(update, skipped))
 
-    def prepare_update(self, version: str | None, *, skip_warnings: bool,
-                       nodes_to_update: Sequence[str] | None,
-                       stabilize_minutes: int) -> tuple[Update, tuple[str, ...]]:
-        """The update :meth:`start_update` would start, planned but not started (also
-        ``cluster image update -estimate-only``), and the nodes it leaves out because they
-        run its version already; refuses what would be refused."""
-        if self.update_in_progress():
-            raise Conflict(UPDATE_IN_PROGRESS, "Cannot perform an update when a previous "
-                           "update is still in progress.")
-        record = self._package(version)
-        nodes = (self._known_nodes(nodes_to_update, target="nodes_to_update")
-                 if nodes_to_update else self._members())
-        versions = self.node_versions()
-        skipped = tuple(n for n in nodes if versions[n] == record.version)
-        nodes = tuple(n for n in nodes if n not in skipped)
-        if not nodes:
-            raise Conflict(ALREADY_AT_VERSION, f'All nodes are already running version '
-                           f'"{record.version}".', target="version")
-        return Update(version=record.version, state=UpdateState.IN_PROGRESS,
-                      steps=plan(nodes, self._pace, stabilize_minutes), nodes=nodes,
-                      skip_warnings=skip_warnings, stabilize_minutes=stabilize_minutes,
-                      start_time=self._clock(), from_versions={n: versions[n] for n in nodes}
-                      ), skipped
-
-    def _known_nodes(self, nodes: Sequence[str], *, target: str) -> tuple[str, ...]:
-        members = self._members()
-        unknown = [n for n in nodes if n not in members]
-        if unknown:
-            raise InvalidInput(INVALID_VALUE, f'Node "{unknown[0]}" is not a node of this '
-                               "cluster.", target=target)
-        return tuple(nodes)
-
-    def _begin(self, update: Update, skipped: Sequence[str]) -> str:
-        """Record the update; the nodes it leaves out at their version go to the history."""
-        def begin(state: ProfileState) -> ProfileState:
-            if state.update is not None and state.update.state.active:
-                raise Conflict(UPDATE_IN_PROGRESS, "Cannot perform an update when a previous "
-                               "update is still in progress.")
-            now = self._clock()
-            first = replace(update.steps[0], state="in_progress", start_time=now)
-            return replace(state, update=replace(update, start_time=now).with_step(first),
-                           history=state.history + skipped_history(skipped, update.version,
-                                                                   now))
-
-        self._save(begin)
-        log.info("software update to %s started on %s", update.version, ", ".join(update.nodes))
-        return "success"
-
-    def act(self, action: str) -> Job:
-        """``action=pause|resume|cancel`` on the running update."""
-        self._apply_action(self._state(), action)  # refuse now what would be refused later
-        return self._start_job(lambda ctx: self._act(action))
-
-    def _act(self, action: str) -> str:
-        self._save(lambda state: self._apply_action(state, action))
-        return "success"
-
-    def _apply_action(self, state: ProfileState, action: str) -> ProfileState:
-        update = state.update
-        if update is None or not update.state.active:
-            raise Conflict(INVALID_VALUE, f'The "{action}" action is not valid: no software '
-                           "update is in progress.", target="action")
-        now = self._clock()
-        paused = update.state in (UpdateState.PAUSED_BY_USER, UpdateState.PAUSED_ON_ERROR)
-        if action == "pause" and update.state is UpdateState.IN_PROGRESS:
-            update = replace(update, state=UpdateState.PAUSE_PENDING,
-                             message="Pause requested; the current step finishes first")
-        elif action == "resume" and paused:
-            update = resume(update, now)
-        elif action == "cancel" and paused:
-            update = cancel_now(update, now)
-            return replace(state, update=update, history=state.history + canceled_history(
-                update, state.node_versions, now))
-        elif action == "cancel" and update.state.moving:
-            update = replace(update, state=UpdateState.CANCEL_PENDING,
-                             message="Cancel requested; the current step finishes first")
+def phase_progress(update: Update, now: float) -> tuple[PhaseProgress, ...]:
+    """One entry per phase and node, in plan order, with its aggregate state."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for index, step in enumerate(update.steps):
+        groups.setdefault((step.phase, step.node), []).append(index)
+    details = []
+    for (phase, node), indices in groups.items():
+        steps = [update.steps[index] for index in indices]
+        states = {s.state for s in steps}
+        if any(_held_at(update, index) for index in indices):
+            state = str(update.state)
+        elif states == {"completed"}:
+            state = "completed"
+        elif "failed" in states:
+            state = "failed"
+        elif states == {"waiting"}:
+            state = "waiting"
         else:
-            raise Conflict(INVALID_VALUE, f'The "{action}" action is not valid while the '
-                           f'update is "{update.state}".', target="action")
-        return replace(state, update=update)
+            state = "in_progress"
+        start = next((s.start_time for s in steps if s.start_time is not None), None)
+        end = steps[-1].end_time if state == "completed" else None
+        details.append(PhaseProgress(phase, node, state, round(sum(s.seconds for s in steps)),
+                                     _duration(start, end, now)))
+    return tuple(details)
 
-    # --- the engine ---------------------------------------------------------------------
 
-    def tick(self) -> None:
-        """Advance a running update to now (called by every process's housekeeping).
-
-        Only the holder of the update's lease does a step's work (re-reading and hashing
-        copies); the others return, and take over once its lease runs out. Saves with
-        the revision it loaded: should another process still have advanced it first,
-        this attempt is dropped and the next tick starts from the newer state.
-        """
-        state, revision = self._store.load()
-        if state.update is None or not state.update.state.moving:
-            return
-        now = self._clock()
-        if self._leases is not None and not self._leases.acquire(
-                self.UPDATE_LEASE, self._runner.owner, self._runner.node, now,
-                now + self._lease_seconds):
-            return  # another process advances it
-        advanced = advance(state, self._clock(), self._step_work)
-        if advanced != state and not self._store.save(advanced, revision):
-            log.debug("update tick lost a race; retrying on the next tick")
-
-    def _step_work(self, update: Update, step: Step, state: ProfileState) -> StepOutcome:
-        record = self._repository.catalog.by_version(update.version)
-        if record is None:
-            raise StepFailed(f'Package "{update.version}" is no longer in the repository.',
-                             code=PACKAGE_NOT_IN_REPOSITORY,
-                             action="Cancel the update, download the package again, then "
-                             "start the update again.")
-        if step.name == "initialize":
-            return self._pre_update_checks(update, record, state)
-        if step.name == "do-download-job":
-            if not self._repository.copy_intact(record, step.node):
-                raise StepFailed(f'The copy of package "{record.version}" for node '
-                                 f'"{step.node}" is missing or corrupt.',
-                                 code=REPOSITORY_PLACEMENT_FAILED,
-                                 action="Run `swdepot repository verify --repair` to restore "
-                                 "the copy from the other node's, then resume the update; "
-                                 "or cancel it.")
-            return StepOutcome("Software image downloaded and verified.")
-        if step.name == "do-install-job":
-            return StepOutcome(f"Software image {record.version} installed.")
-        if step.name == "do-takeover-reboot-giveback":
-            return StepOutcome(f"Node rebooted into {record.version}; giveback complete.")
-        if step.name == "stabilize":
-            return StepOutcome("Node is stable.")
-        return self._post_update_checks(update, state)
-
-    def _post_update_checks(self, update: Update, state: ProfileState) -> StepOutcome:
-        """Every updated node runs the new version; one failed check per node that does not.
-
-        [decision] Nothing but an inconsistency of swdepot's own state can fail it, hence
-        INTERNAL_ERROR as its code."""
-        behind = [n for n in update.nodes if state.node_versions.get(n) != update.version]
-        if behind:
-            retry = "Resume the update to run the check again, or cancel it."
-            raise StepFailed(
-                f"Nodes not at {update.version}: {', '.join(behind)}.", code=INTERNAL_ERROR,
-                action=retry, post_update_checks=tuple(
-                    ValidationResult("Version check", "error",
-                                     f"Node {n} runs {state.node_versions.get(n, '')}, "
-                                     f"expected {update.version}.", retry)
-                    for n in behind))
-        return StepOutcome("Image update complete", code=UPDATE_COMPLETE)
-
-    def _pre_update_checks(self, update: Update, record: PackageRecord,
-                           state: ProfileState) -> StepOutcome:
-        results = self.checks(record, update.nodes, self.node_versions(state))
-        if any(r.status == "error" for r in results):
-            raise StepFailed("Pre-update checks failed; see validation_results.", fatal=True,
-                             validation_results=results, code=PACKAGE_PROCESSING_FAILED,
-                             action="Correct what validation_results names, then start the "
-                             "update again.")
-        if results and not update.skip_warnings:
-            raise StepFailed("Pre-update checks reported warnings; resume the update to "
-                             "continue anyway, or cancel it.", validation_results=results,
-                             code=PACKAGE_PROCESSING_FAILED,
-                             action="Use PATCH /api/cluster/software?action=resume to accept "
-                             "the warnings and continue, or action=cancel.")
-        return StepOutcome("Pre-update checks complete.", results)
-
-    def checks(self, record: PackageRecord, nodes: Sequence[str],
-               versions: dict[str, str]) -> tuple[ValidationResult, ...]:
-        """The pre-update checks that mean something here; they read every stored copy."""
-        results = []
-        bad = [name for name, intact in self._repository.copies_intact(record).items()
-               if not intact]
-        if bad:
-            results.append(ValidationResult(
-                "Package integrity", "error",
-                f'The copy of package "{record.version}" on {", ".join(bad)} is missing or '
-                "does not match its sha256.",
-                "Delete the package and download it again."))
-        older = [n for n in nodes if version_key(record.version) < version_key(versions[n])]
-        if older:
-            results.append(ValidationResult(
-                "Version compatibility", "error",
-                f'Nodes {", ".join(older)} run a later version than "{record.version}"; an '
-                "update cannot go back.",
-                "Choose a package newer than the version the nodes run."))
-        if record.signer is None:
-            results.append(ValidationResult(
-                "Package signature", "warning",
-                f'Package "{record.version}" is not signed by a trusted key.',
-                "Use a signed package, or skip this warning if the source is trusted."))
-        return tuple(results)
-
-    # --- helpers ------------------------------------------------------------------------
-
-    def _package(self, version: str | None) -> PackageRecord:
-        if not version:
-            raise InvalidInput(VERSION_MISSING, 'Missing value for required field "version".',
-                               target="version")
-        if not self._repository.images():
-            raise NotFound(REPOSITORY_EMPTY, "Failed to find the package in the package "
-                           "repository.", target="version")
-        record = self._repository.catalog.by_version(version)
-        if record is None:
-            raise NotFound(PACKAGE_NOT_IN_REPOSITORY, "The required package version is not "
-                           "present in the repository.", target="version")
-        return record
-
-    def _start_job(self, work: Callable[[JobContext], str]) -> Job:
-        job = Job.new(JobKind.SOFTWARE, DESCRIPTION, node=self._node)
-        self._runner.start(job, work)
-        return job
-
-    def _save(self, change: Callable[[ProfileState], ProfileState]) -> None:
-        """Load, change, compare-and-set; retried when another process saved in between."""
-        for _ in range(SAVE_ATTEMPTS):
-            state, revision = self._store.load()
-            if self._store.save(change(state), revision):
-                return
-        raise OntapError(UPDATE_IN_PROGRESS, "The software profile is changing too often; "
-                         "retry the operation.")
+def step_progress(update: Update) -> tuple[StepProgress, ...]:
+    """Every step that has started (and the one a paused update waits at), in plan
+    order, with its issue and, when it failed, the corrective action."""
+    details = []
+    for index, step in enumerate(update.steps):
+        held = _held_at(update, index)
+        if step.start_time is None and not held:
+            continue
+        details.append(StepProgress(
+            step.name, str(update.state) if held else step.state, step.node, step.start_time,
+            step.end_time, step.message, step.code,
+            step.action if step.state == "failed" else ""))
+    return tuple(details)

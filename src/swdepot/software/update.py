@@ -20,8 +20,6 @@ from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Protocol
 
-from swdepot.jobs.model import iso
-
 
 class UpdateState(StrEnum):
     """``software_reference.state`` (ONTAP 9.7+)."""
@@ -79,10 +77,6 @@ class ValidationResult:
     status: str  # "warning" | "error"
     issue: str
     action: str
-
-    def to_ontap(self) -> dict[str, Any]:
-        return {"update_check": self.update_check, "status": self.status,
-                "issue": {"message": self.issue}, "action": {"message": self.action}}
 
 
 @dataclass(frozen=True)
@@ -360,70 +354,3 @@ def cancel_now(update: Update, now: float) -> Update:
     """Cancel a paused update at once (nothing is running that must finish first)."""
     return replace(update, state=UpdateState.CANCELED, end_time=now,
                    message="Update canceled by user")
-
-
-# --- the view clients read -----------------------------------------------------------------
-
-
-def _duration(start: float | None, end: float | None, now: float) -> int:
-    if start is None:
-        return 0
-    return max(0, round((end if end is not None else now) - start))
-
-
-def _held_at(update: Update, index: int) -> bool:
-    """While the update is paused or a pause or cancel is pending, its current step (and
-    that step's phase) shows the update's state instead of its own."""
-    return update.state.held and index == update.current
-
-
-def update_details(update: Update, now: float) -> list[dict[str, Any]]:
-    """``update_details[]``: one entry per phase and node, with its aggregate state."""
-    groups: dict[tuple[str, str], list[int]] = {}
-    for index, step in enumerate(update.steps):
-        groups.setdefault((step.phase, step.node), []).append(index)
-    details = []
-    for (phase, node), indices in groups.items():
-        steps = [update.steps[index] for index in indices]
-        states = {s.state for s in steps}
-        if any(_held_at(update, index) for index in indices):
-            state = str(update.state)
-        elif states == {"completed"}:
-            state = "completed"
-        elif "failed" in states:
-            state = "failed"
-        elif states == {"waiting"}:
-            state = "waiting"
-        else:
-            state = "in_progress"
-        start = next((s.start_time for s in steps if s.start_time is not None), None)
-        end = steps[-1].end_time if state == "completed" else None
-        details.append({
-            "phase": phase, "state": state, "node": {"name": node},
-            "estimated_duration": round(sum(s.seconds for s in steps)),
-            "elapsed_duration": _duration(start, end, now),
-        })
-    return details
-
-
-def status_details(update: Update) -> list[dict[str, Any]]:
-    """``status_details[]``: every step that has started (and the one a paused update
-    waits at), with its issue and, when it failed, the corrective action."""
-    details = []
-    for index, step in enumerate(update.steps):
-        held = _held_at(update, index)
-        if step.start_time is None and not held:
-            continue
-        entry: dict[str, Any] = {"name": step.name,
-                                 "state": str(update.state) if held else step.state,
-                                 "node": {"name": step.node}}
-        if step.start_time is not None:
-            entry["start_time"] = iso(step.start_time)
-        if step.end_time is not None:
-            entry["end_time"] = iso(step.end_time)
-        if step.message:
-            entry["issue"] = {"code": step.code, "message": step.message}
-        if step.state == "failed" and step.action:
-            entry["action"] = {"code": step.code, "message": step.action}
-        details.append(entry)
-    return details

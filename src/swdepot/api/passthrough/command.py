@@ -44,7 +44,8 @@ from swdepot.api.query import (
     parse_int,
     parse_query,
 )
-from swdepot.api.routes.common import job_link, service_of
+from swdepot.api.routes.common import service_of
+from swdepot.api.views.jobs import job_link
 from swdepot.errors import (
     FILTER_ON_POST,
     MISSING_REQUIRED,

@@ -46,8 +46,8 @@ async def ha_modify(request: Request) -> Response:
     query = parse_query(ctl.pairs, SCHEMA, collection=True)
     if not matches(_record(request), query.filters):
         return respond(request, {"num_records": 0})
-    profile = service_of(request).profile
-    warning = await run_in_threadpool(profile.configure_ha, values["configured"])
+    updates = service_of(request).updates
+    warning = await run_in_threadpool(updates.configure_ha, values["configured"])
     return respond(request, {"num_records": 1, **({"cli_output": warning + "\n"}
                                                    if warning else {})})
 

@@ -31,9 +31,9 @@ from swdepot.api.passthrough.command import (
 )
 from swdepot.api.query import ResourceSchema, matches, parse_query
 from swdepot.api.routes.common import service_of
-from swdepot.errors import Conflict
-from swdepot.jobs.model import Job, iso
-from swdepot.software.profile import INVALID_VALUE
+from swdepot.api.views.ontap import iso
+from swdepot.errors import INVALID_VALUE, Conflict
+from swdepot.jobs.model import Job
 from swdepot.software.update import (
     NODE_UPDATES,
     POST_CHECKS,
@@ -204,11 +204,12 @@ async def validate(request: Request) -> Response:
     the CLI prints."""
     principal(request).require_write()
     values, ctl = await action_arguments(request, VALIDATE)
-    profile = service_of(request).profile
-    job = await run_in_threadpool(profile.validate, values.get("version"), values.get("nodes"))
+    service = service_of(request)
+    job = await run_in_threadpool(service.updates.validate, values.get("version"),
+                                  values.get("nodes"))
     return await answer_jobs(request, [job], timeout_of(ctl, waits=request.method == "PATCH"),
-                             queued="Validation",
-                             done=lambda: validation_table(profile.validation_results() or ()))
+                             queued="Validation", done=lambda: validation_table(
+                                 service.profile.validation_results() or ()))
 
 
 def validation_table(results: Sequence[ValidationResult]) -> str:
@@ -231,16 +232,16 @@ async def image_update(request: Request) -> Response:
     and shows the plan, starting nothing)."""
     principal(request).require_write()
     values, ctl = await action_arguments(request, UPDATE)
-    profile = service_of(request).profile
+    updates = service_of(request).updates
     options = {"skip_warnings": values.get("ignore_validation_warning", False),
                "nodes_to_update": values.get("nodes"),
                "stabilize_minutes": values.get("stabilize_minutes",
                                                DEFAULT_STABILIZE_MINUTES)}
     if values.get("estimate_only"):
         update, _ = await run_in_threadpool(
-            lambda: profile.prepare_update(values["version"], **options))
+            lambda: updates.prepare_update(values["version"], **options))
         return respond(request, {"cli_output": estimate_table(update)})
-    job = await run_in_threadpool(lambda: profile.start_update(values["version"], **options))
+    job = await run_in_threadpool(lambda: updates.start_update(values["version"], **options))
     return await answer_jobs(request, [job], timeout_of(ctl, waits=True),
                              queued="Software update", done="Starting update...\n")
 
@@ -261,9 +262,9 @@ def _action(action: str, params: Sequence[Param], done: str,
     async def endpoint(request: Request) -> Response:
         principal(request).require_write()
         _, ctl = await action_arguments(request, params)
-        profile = service_of(request).profile
-        check(profile.current_update())
-        job: Job = await run_in_threadpool(profile.act, action)
+        service = service_of(request)
+        check(service.profile.current_update())
+        job: Job = await run_in_threadpool(service.updates.act, action)
         return await answer_jobs(request, [job], timeout_of(ctl, waits=True),
                                  queued=f"Update {action}", done=done)
     endpoint.__doc__ = f"``cluster image {action}-update``."

@@ -19,8 +19,9 @@ from swdepot.api.routes.common import (
     instance,
     service_of,
 )
+from swdepot.api.views.cluster import cluster_record
+from swdepot.api.views.software import history_record, software_record
 from swdepot.errors import invalid_field_value
-from swdepot.jobs.model import iso
 from swdepot.service import Service
 
 ACTIONS = ("pause", "resume", "cancel")
@@ -33,11 +34,13 @@ DEFAULT_STABILIZE_MINUTES = 8
 
 
 async def get_cluster(request: Request) -> Response:
-    return instance(request, service_of(request).profile.cluster(), schemas.CLUSTER)
+    return instance(request, cluster_record(service_of(request).profile.cluster()),
+                    schemas.CLUSTER)
 
 
 async def get_software(request: Request) -> Response:
-    return instance(request, service_of(request).profile.software(), schemas.SOFTWARE)
+    return instance(request, software_record(service_of(request).profile.software()),
+                    schemas.SOFTWARE)
 
 
 async def patch_software(request: Request) -> Response:
@@ -52,15 +55,15 @@ async def patch_software(request: Request) -> Response:
     action = query.get("action") or optional_string(body, "action")
     if action is not None and action not in ACTIONS:
         raise invalid_field_value("action", action, "<pause|resume|cancel>")
-    profile = service_of(request).profile
+    updates = service_of(request).updates
     if action is not None:
-        job = await run_in_threadpool(profile.act, action)
+        job = await run_in_threadpool(updates.act, action)
     elif parse_bool("validate_only", query.get("validate_only", "false")):
-        job = await run_in_threadpool(profile.validate, version)
+        job = await run_in_threadpool(updates.validate, version)
     else:
         nodes = query.get("nodes_to_update")
         job = await run_in_threadpool(
-            lambda: profile.start_update(
+            lambda: updates.start_update(
                 version,
                 skip_warnings=parse_bool("skip_warnings", query.get("skip_warnings", "false")),
                 nodes_to_update=[n.strip() for n in nodes.split(",") if n.strip()]
@@ -77,17 +80,7 @@ HISTORY = "/api/cluster/software/history"
 def _history(service: Service) -> list[dict[str, Any]]:
     """``/cluster/software/history``: one record per node installation, oldest first."""
     uuids = {n.name: n.uuid for n in service.nodes.nodes()}  # one read, not one per record
-    records = []
-    for entry in service.profile.history():
-        node: dict[str, Any] = {"name": entry.node}
-        uuid = uuids.get(entry.node)
-        if uuid is not None:
-            node |= {"uuid": uuid,
-                     "_links": {"self": {"href": f"/api/cluster/nodes/{uuid}"}}}
-        records.append({"node": node, "start_time": iso(entry.start_time),
-                        "end_time": iso(entry.end_time), "from_version": entry.from_version,
-                        "to_version": entry.to_version, "state": entry.state})
-    return records
+    return [history_record(entry, uuids.get(entry.node)) for entry in service.profile.history()]
 
 
 async def get_history(request: Request) -> Response:

@@ -22,6 +22,7 @@ from swdepot.api.query import (
     parse_query,
     select,
 )
+from swdepot.api.views.jobs import job_link
 from swdepot.errors import UNEXPECTED_ARGUMENT, InvalidInput, OntapError
 from swdepot.jobs.model import Job, JobState
 from swdepot.service import Service
@@ -60,11 +61,6 @@ def action_timeout(pairs: Sequence[tuple[str, str]], *, allowed: Sequence[str] =
         elif name not in allowed:
             raise InvalidInput(UNEXPECTED_ARGUMENT, f'Unexpected argument "{name}".', target=name)
     return timeout
-
-
-def job_link(job: Job) -> dict[str, Any]:
-    href = f"/api/cluster/jobs/{job.uuid}"
-    return {"job": {"uuid": job.uuid, "_links": {"self": {"href": href}}}}
 
 
 async def answer_job(request: Request, job: Job, timeout: int, *, done_status: int,

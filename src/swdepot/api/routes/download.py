@@ -18,6 +18,7 @@ from swdepot.api.http import (
     required_string,
 )
 from swdepot.api.routes.common import action_timeout, answer_job, instance, service_of
+from swdepot.api.views.download import download_record
 
 WRITABLE = ("url", "username", "password")
 READ_ONLY = ("state", "message", "code")
@@ -26,7 +27,7 @@ LOCATION = "/api/cluster/software/download"
 
 async def get_download(request: Request) -> Response:
     await refuse_body(request)
-    return instance(request, service_of(request).downloads.status().to_ontap(),
+    return instance(request, download_record(service_of(request).downloads.status()),
                     schemas.DOWNLOAD)
 
 

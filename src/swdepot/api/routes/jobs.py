@@ -9,6 +9,7 @@ from starlette.routing import Route
 from swdepot.api import schemas
 from swdepot.api.http import principal, query_pairs, refuse_body, respond
 from swdepot.api.routes.common import collection, instance, service_of
+from swdepot.api.views.jobs import JOBS, job_record
 from swdepot.errors import (
     MISSING_REQUIRED,
     UNEXPECTED_ARGUMENT,
@@ -23,7 +24,7 @@ from swdepot.service import Service
 async def list_jobs(request: Request) -> Response:
     service = service_of(request)
     jobs = service.jobs.list(visible_after=service.job_visible_after())
-    return collection(request, [j.to_ontap() for j in jobs], schemas.JOB, "/api/cluster/jobs")
+    return collection(request, [job_record(j) for j in jobs], schemas.JOB, JOBS)
 
 
 def visible_job(service: Service, uuid: str) -> Job | None:
@@ -42,7 +43,7 @@ async def get_job(request: Request) -> Response:
     job = _visible_job(request)
     if job is None:
         raise entry_not_found("uuid")
-    return instance(request, job.to_ontap(), schemas.JOB)
+    return instance(request, job_record(job), schemas.JOB)
 
 
 async def patch_job(request: Request) -> Response:

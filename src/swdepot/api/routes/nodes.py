@@ -16,10 +16,11 @@ from starlette.routing import Route
 
 from swdepot.api import schemas
 from swdepot.api.routes.common import collection, instance, service_of
+from swdepot.api.views.cluster import version_record
+from swdepot.api.views.ontap import self_link
 from swdepot.errors import entry_not_found
 from swdepot.nodes import MODEL, Node
 from swdepot.service import Service
-from swdepot.software.profile import version_parts
 
 COLLECTION = "/api/cluster/nodes"
 
@@ -32,8 +33,8 @@ def _record(node: Node, version: str) -> dict[str, Any]:
         "membership": "member",
         "model": MODEL,
         "uptime": node.uptime,
-        "version": {"full": f"NetApp Release {version}: swdepot", **version_parts(version)},
-        "_links": {"self": {"href": f"{COLLECTION}/{node.uuid}"}},
+        "version": version_record(version),
+        "_links": self_link(f"{COLLECTION}/{node.uuid}"),
     }
 
 

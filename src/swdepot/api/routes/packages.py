@@ -16,19 +16,19 @@ from swdepot.api.routes.common import (
     instance,
     service_of,
 )
-
-HREF = "/api/cluster/software/packages"
+from swdepot.api.views.packages import PACKAGES as HREF
+from swdepot.api.views.packages import package_record
 
 
 async def list_packages(request: Request) -> Response:
-    records = [r.to_ontap() for r in service_of(request).packages.list()]
+    records = [package_record(r) for r in service_of(request).packages.list()]
     return collection(request, records, schemas.PACKAGE, HREF)
 
 
 async def get_package(request: Request) -> Response:
     await refuse_body(request)
     record = service_of(request).packages.get(request.path_params["version"])
-    return instance(request, record.to_ontap(), schemas.PACKAGE)
+    return instance(request, package_record(record), schemas.PACKAGE)
 
 
 async def delete_package(request: Request) -> Response:
