@@ -20,13 +20,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from swdepot.errors import (
+    ALREADY_AT_VERSION,
     INTERNAL_ERROR,
     INVALID_VALUE,
     PACKAGE_NOT_IN_REPOSITORY,
     PACKAGE_PROCESSING_FAILED,
     REPOSITORY_EMPTY,
     REPOSITORY_PLACEMENT_FAILED,
+    UPDATE_COMPLETE,
     UPDATE_IN_PROGRESS,
+    VERSION_MISSING,
     Conflict,
     InvalidInput,
     NotFound,
@@ -61,9 +64,6 @@ from swdepot.software.update import (
 log = logging.getLogger(__name__)
 
 DESCRIPTION = "PATCH /api/cluster/software"
-VERSION_MISSING = 10551872
-ALREADY_AT_VERSION = 10551897
-UPDATE_COMPLETE = 10551399  # status_details[].issue.code of "Image update complete" (ONTAP)
 SAVE_ATTEMPTS = 20
 
 
