@@ -377,12 +377,15 @@ def test_serve_refuses_a_missing_import_dir(cli, tmp_path):
 
 
 def test_serve_says_where_it_listens(service_process):
-    service_process.start()
+    service_process.start(args=("--log-level", "info"))
     service_process.stop()
-    err = service_process.proc.stderr.read().decode()
+    lines = [json.loads(line) for line in service_process.proc.stderr.read().decode()
+             .splitlines() if line.strip()]  # JSON lines, the announcement among them
     base = f"https://127.0.0.1:{service_process.port}"
-    assert f"swdepot: serving on {base}/\n" in err
-    assert f"API docs  {base}/ui/api-docs" in err and f"web page  {base}/" in err
+    said = [line for line in lines if line["message"].startswith("serving on")]
+    assert said and said[0]["url"] == f"{base}/"
+    assert f"API docs {base}/ui/api-docs" in said[0]["message"]
+    assert f"web page {base}/" in said[0]["message"]
 
 
 def test_generated_passwords_never_begin_with_a_dash(monkeypatch):

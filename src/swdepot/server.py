@@ -6,9 +6,8 @@ import contextlib
 import ctypes
 import functools
 import logging
-import sys
 from collections.abc import Iterator
-from typing import Any, TextIO
+from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -101,18 +100,17 @@ def tune_allocator() -> None:
         libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
 
 
-def announce(settings: Settings, out: TextIO = sys.stderr) -> None:
-    """Tell the operator where to go: the web page, the API's documentation, the API."""
+def announce(settings: Settings) -> None:
+    """Tell the operator where to go — the web page, the API's documentation, the API —
+    in one log line at info level (JSON like every other line, or text on a terminal)."""
     scheme = "https" if settings.tls else "http"
     wildcard = settings.host in ("0.0.0.0", "::", "")
     host = "127.0.0.1" if wildcard else settings.host
     base = f"{scheme}://{f'[{host}]' if ':' in host else host}:{settings.port}"
-    print(f"swdepot: serving on {base}/" + (" (every address of this machine)"
-                                              if wildcard else ""), file=out)
-    print(f"swdepot:   web page  {base}/\n"
-          f"swdepot:   API docs  {base}/ui/api-docs\n"
-          f"swdepot:   REST API  {base}/api/cluster (ONTAP's, with Basic auth)", file=out,
-          flush=True)
+    log.info("serving on %s/%s: web page %s/, API docs %s/ui/api-docs, REST API "
+             "%s/api/cluster (ONTAP's, with Basic auth)", base,
+             " (every address of this machine)" if wildcard else "", base, base, base,
+             extra={"url": f"{base}/", "api_docs": f"{base}/ui/api-docs"})
 
 
 @contextlib.contextmanager
