@@ -97,6 +97,16 @@ class Job:
     def with_changes(self, **changes: Any) -> Job:
         return replace(self, **changes)
 
+    def shown_target(self) -> str | None:
+        """What the job acts on, as every user may see it (swdepot's ``target`` field): a
+        download's URL without its query or fragment (they may carry a signed URL's token;
+        the user information was never kept), an upload's file name, a deleted version."""
+        if self.target is None or self.kind is JobKind.SOFTWARE:
+            return None
+        if self.kind is JobKind.DOWNLOAD:
+            return self.target.split("#", 1)[0].split("?", 1)[0]
+        return self.target
+
     def to_ontap(self) -> dict[str, Any]:
         """The full ONTAP job object (``error`` only on failure, as since ONTAP 9.9)."""
         body: dict[str, Any] = {
@@ -114,5 +124,8 @@ class Job:
             body["error"] = {"code": str(self.code), "message": self.message}
         if self.node:
             body["node"] = {"name": self.node}
+        shown = self.shown_target()
+        if shown is not None:
+            body["target"] = shown
         body["_links"] = {"self": {"href": f"/api/cluster/jobs/{self.uuid}"}}
         return body
