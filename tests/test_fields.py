@@ -26,7 +26,7 @@ RESOURCES = {
                 schemas.CLUSTER_ACCEPTED),
     "nodes": ("node", "NodeSchema", schemas.NODE, schemas.NODE_SERVED, schemas.NODE_ACCEPTED),
 }
-EXTRAS = {"software": {"start_time", "end_time"}}  # swdepot's additions
+EXTRAS = {"software": {"start_time", "end_time"}, "jobs": {"target"}}  # swdepot's additions
 
 
 def _nested(field: mf.Field) -> type | None:

@@ -133,6 +133,8 @@ def test_happy_path_answers_validate(api, document, content_dir, tmp_path,
                     json={"url": http_server_noauth.url("swdepot-9.18.1.tgz")})
     job = created.json()["job"]["uuid"]
     assert wait_job(check, job)["state"] == "success"
+    assert check("GET", f"/api/cluster/jobs/{job}", 200).json()["target"] \
+        == http_server_noauth.url("swdepot-9.18.1.tgz")
     check("GET", "/api/cluster/software/download", 200)
     check("POST", "/api/cluster/software/download", 400,
           json={"url": http_server_noauth.url("swdepot-9.18.1.tgz")})  # same name: 10551327
@@ -207,6 +209,7 @@ def test_happy_path_answers_validate(api, document, content_dir, tmp_path,
     check("DELETE", "/api/cluster/software/packages/9.18.1?return_timeout=30", 200)
     # swdepot's own endpoints
     check("GET", "/api/swdepot/runtime?reset=true", 200)
+    assert check("GET", "/api/swdepot/session", 200).json()["role"] == "admin"
     check("GET", "/metrics", 200)
     check("GET", OPENAPI_URL, 200)
     check("GET", "/api/openapi.json", 200)

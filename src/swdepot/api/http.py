@@ -100,6 +100,29 @@ def http_status(exc: OntapError) -> int:
     return next((status for cause, status in HTTP_STATUS if isinstance(exc, cause)), 400)
 
 
+def wants_page(request: Request) -> bool:
+    """A browser navigating to a page (not the API): its refusal is read by a person."""
+    return not request.url.path.startswith("/api/") and "text/html" in request.headers.get(
+        "accept", "")
+
+
+def login_page(request: Request, exc: OntapError) -> Response:
+    """A refused login as the browser shows it when the user cancels its dialog: a
+    sentence in HTML, with the status and headers of the API's refusal."""
+    api = error_response(request, exc)
+    if isinstance(exc, Throttled):
+        text = (f"Too many failed logins from this address. Wait {exc.retry_after} seconds, "
+                "then reload the page to log in again.")
+    else:
+        text = ("The user name or password is wrong, or no login was given. Reload the page "
+                "to log in again (swdepot's users are managed with \u201cswdepot user\u201d).")
+    body = ('<!doctype html><html lang="en"><head><meta charset="utf-8"><title>swdepot: '
+            f'login required</title></head><body><h1>swdepot</h1><p>{text}</p></body></html>')
+    headers = {k: v for k, v in api.headers.items()
+               if k not in ("content-type", "content-length")}
+    return Response(body, status_code=http_status(exc), media_type="text/html", headers=headers)
+
+
 def error_response(request: Request, exc: OntapError) -> Response:
     headers = {"www-authenticate": 'Basic realm="swdepot"'} if isinstance(exc, Unauthorized) else {}
     if isinstance(exc, Throttled):
@@ -234,7 +257,9 @@ class AuthMiddleware:
         try:
             principal = await _authenticate(self.authenticator, request)
         except OntapError as exc:
-            await error_response(request, exc)(scope, receive, send)
+            refusal = (login_page(request, exc) if wants_page(request)
+                       else error_response(request, exc))
+            await refusal(scope, receive, send)
             return
         scope["principal"] = principal
         await self.app(scope, receive, send)

@@ -36,7 +36,7 @@ def _schema(served: tuple[str, ...], keys: tuple[str, ...], *,
 
 
 JOB_SERVED = ("uuid", "description", "state", "message", "code", "start_time", "end_time",
-              "error.{code,message}", "node.name", "_links")
+              "error.{code,message}", "node.name", "target", "_links")  # target: swdepot's
 JOB_ACCEPTED = (
     "error.arguments.{code,message}",  # messages come formatted, without arguments
     "svm.{name,uuid,_links}",  # every job here is the cluster's

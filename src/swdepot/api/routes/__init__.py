@@ -10,6 +10,7 @@ from swdepot.api.routes import (
     packages,
     passthrough,
     runtime,
+    session,
     upload,
 )
 from swdepot.web import routes as web
@@ -18,4 +19,4 @@ from swdepot.web import routes as web
 # (jobs, the download status) come first: every request pays for the routes before its own.
 ROUTES = [*jobs.ROUTES, *download.ROUTES, *packages.ROUTES, *cluster.ROUTES, *nodes.ROUTES,
           *upload.ROUTES, *passthrough.ROUTES,
-          *metrics.ROUTES, *runtime.ROUTES, *openapi.ROUTES, *web.ROUTES]
+          *metrics.ROUTES, *runtime.ROUTES, *session.ROUTES, *openapi.ROUTES, *web.ROUTES]

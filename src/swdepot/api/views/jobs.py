@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from swdepot.api.views.ontap import iso, self_link
-from swdepot.jobs.model import Job, JobState
+from swdepot.jobs.model import Job, JobKind, JobState
 
 JOBS = "/api/cluster/jobs"
 
@@ -29,8 +29,22 @@ def job_record(job: Job) -> dict[str, Any]:
         body["error"] = {"code": str(job.code), "message": job.message}
     if job.node:
         body["node"] = {"name": job.node}
+    shown = shown_target(job)
+    if shown is not None:
+        body["target"] = shown
     body["_links"] = self_link(f"{JOBS}/{job.uuid}")
     return body
+
+
+def shown_target(job: Job) -> str | None:
+    """What the job acts on, as every user may see it (swdepot's ``target`` field): a
+    download's URL without its query or fragment (they may carry a signed URL's token;
+    the user information was never kept), an upload's file name, a deleted version."""
+    if job.target is None or job.kind is JobKind.SOFTWARE:
+        return None
+    if job.kind is JobKind.DOWNLOAD:
+        return job.target.split("#", 1)[0].split("?", 1)[0]
+    return job.target
 
 
 def job_reference(uuid: str) -> dict[str, Any]:
