@@ -3,4 +3,4 @@
 The local HTTP/HTTPS/FTP test servers and their fixtures live in ``tests/servers.py``.
 """
 
-pytest_plugins = ["servers", "service", "browser", "clients", "postgres"]
+pytest_plugins = ["servers", "service", "browser", "clients", "postgres", "seaweed"]
