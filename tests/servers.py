@@ -721,6 +721,10 @@ class ContentServer:
         with self._lock:
             return [r for r in self.requests if r.path == path]
 
+    def get_ranges(self, path: str) -> list[str | None]:
+        """The Range header of every GET for one URL path (None where there was none)."""
+        return [r.header("Range") for r in self.requests_for(path) if r.method == "GET"]
+
 
 # --------------------------------------------------------------------------------------------
 # FTP server

@@ -190,7 +190,7 @@ class ServiceProcess:
             [sys.executable, "-m", "swdepot", "serve", "--data-dir", str(self.data_dir),
              "--port", str(self.port), "--import-dir", str(self.import_dir),
              "--allow-network", LOOPBACK_ONLY[0], "--log-level", "warning", *args],
-            env=env, stdout=subprocess.DEVNULL, stderr=stderr,
+            env=env, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
         )
         cert = self.data_dir / "tls" / "server.crt"
         deadline = time.monotonic() + 20
@@ -210,6 +210,13 @@ class ServiceProcess:
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def kill_group(self) -> None:
+        """SIGKILL the service and every process it started (a machine lost)."""
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
 
     def stop(self) -> None:

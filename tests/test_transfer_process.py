@@ -158,8 +158,7 @@ def test_a_killed_transfer_process_is_replaced_and_the_job_continues(
     http_server_noauth.faults.clear()
     job = swdepot.api.wait_job(uuid)
     assert job["state"] == "success", job
-    ranges = [r.header("Range") for r in http_server_noauth.requests_for("/killed.tgz")
-              if r.method == "GET"]
+    ranges = http_server_noauth.get_ranges("/killed.tgz")
     assert len(ranges) == 2 and ranges[0] is None and ranges[1] is not None, ranges
     record = swdepot.api.get("/api/cluster/software/packages/9.18.2?fields=sha256").json()
     assert record["sha256"] == hashlib.sha256(pkg.read_bytes()).hexdigest()
@@ -188,8 +187,7 @@ def test_a_killed_worker_is_replaced_and_the_job_continues_from_its_staged_bytes
     http_server_noauth.faults.clear()
     job = swdepot.api.wait_job(uuid)
     assert job["state"] == "success", job
-    ranges = [r.header("Range") for r in http_server_noauth.requests_for("/gone.tgz")
-              if r.method == "GET"]
+    ranges = http_server_noauth.get_ranges("/gone.tgz")
     assert len(ranges) == 2 and ranges[0] is None, ranges
     resumed_at = int(ranges[1].removeprefix("bytes=").removesuffix("-"))
     assert resumed_at > 0 and resumed_at % (1 << 20) == 0  # the rest only, whole MiBs kept

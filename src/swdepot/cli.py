@@ -62,6 +62,12 @@ def _parser() -> argparse.ArgumentParser:
                        f"(default ./{defaults.data_dir})")
     serve.add_argument("--database", help="postgresql://USER@HOST:PORT/DBNAME for cluster "
                        "mode (also SWDEPOT_DATABASE; default: SQLite in the data directory)")
+    serve.add_argument("--store", action="append", metavar="URL",
+                       help="where packages are kept, given once or twice (primary, then "
+                       "secondary copies): file:///PATH or "
+                       "s3://BUCKET[/PREFIX]?endpoint=http://HOST:PORT, credentials from "
+                       "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_REGION (default: "
+                       "DATA_DIR/store/primary and DATA_DIR/store/secondary)")
     serve.add_argument("--node-name", help="which cluster node this process is (default: the "
                        "first configured node); processes sharing a data directory need "
                        "different names")
@@ -128,6 +134,8 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--data-dir", type=Path, help="where the database and packages live")
     verify.add_argument("--database", help="the service's PostgreSQL URL, if it has one "
                         "(also SWDEPOT_DATABASE)")
+    verify.add_argument("--store", action="append", metavar="URL",
+                        help="the service's --store URLs, if it has any (same order)")
     verify.add_argument("--repair", action="store_true",
                         help="rewrite bad or missing copies from a good one; remove orphans")
     register_client_commands(sub, psub)
@@ -170,7 +178,7 @@ def _serve(args: argparse.Namespace, serve: Callable[..., None] | None) -> int:
         ca_files=tuple(args.ca_file) if args.ca_file else None,
         allowed_networks=tuple(args.allow_network) if args.allow_network else None,
         require_signatures=args.require_signatures, node_name=args.node_name,
-        database=_database(args),
+        database=_database(args), stores=tuple(args.store) if args.store else None,
     )
     if settings.import_dir is not None and not settings.import_dir.is_dir():
         print(f"swdepot: the import directory {settings.import_dir} does not exist",
@@ -190,7 +198,21 @@ def _serve(args: argparse.Namespace, serve: Callable[..., None] | None) -> int:
     except NodeBusy as exc:
         print(f"swdepot: {exc}", file=sys.stderr)
         return 1
+    except _unusable_setup() as exc:
+        print(f"swdepot: {exc}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _unusable_setup() -> tuple[type[Exception], ...]:
+    """What start-up refuses with one line and exit status 2: a store or database URL
+    of no known shape, or a store or database that cannot be reached."""
+    from swdepot.persistence.postgres import DatabaseUnreachable
+    from swdepot.persistence.stores import BadDatabaseUrl
+    from swdepot.repository.placement import StoreUnreachable
+    from swdepot.repository.s3 import BadStoreUrl
+
+    return (BadStoreUrl, BadDatabaseUrl, StoreUnreachable, DatabaseUnreachable)
 
 
 def _database(args: argparse.Namespace) -> str | None:
@@ -269,7 +291,8 @@ def _repository(args: argparse.Namespace) -> int:
     from swdepot.persistence.stores import open_stores
     from swdepot.service import open_repository
 
-    settings = load_settings(args.config, data_dir=args.data_dir, database=_database(args))
+    settings = load_settings(args.config, data_dir=args.data_dir, database=_database(args),
+                             stores=tuple(args.store) if args.store else None)
     if settings.database is None and not settings.database_path.is_file():
         print(f"swdepot: no repository at {settings.data_dir}", file=sys.stderr)
         return 2

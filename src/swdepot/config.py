@@ -109,6 +109,12 @@ class Settings:
     # data directory (swdepot.db); postgresql://USER@HOST:PORT/DBNAME is cluster mode,
     # one database shared by every node (persistence/stores.py).
     database: str | None = None
+    # Where package bytes live: none is two local directories in the data directory
+    # (store/primary and store/secondary); else one or two store URLs, the first for the
+    # primary copies, the second for the secondary ones: file:///PATH or
+    # s3://BUCKET[/PREFIX]?endpoint=http://HOST:PORT (credentials from the AWS_*
+    # environment). With one URL, that store's own replication keeps the second copy.
+    stores: tuple[str, ...] = ()
     # Software update: how long one simulated step takes, and one of `stabilize_minutes`
     update_step_seconds: float = 30.0
     update_minute_seconds: float = 60.0
@@ -190,7 +196,7 @@ def _coerce(raw: dict[str, Any], *, base: Path) -> dict[str, Any]:
             out[key] = (base / value) if not Path(value).is_absolute() else Path(value)
         elif key == "ca_files":
             out[key] = tuple(base / v for v in value)
-        elif key == "allowed_networks":
+        elif key in ("allowed_networks", "stores"):
             out[key] = tuple(value)
         else:
             out[key] = value

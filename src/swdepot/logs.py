@@ -42,6 +42,9 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+QUIET_LIBRARIES = ("botocore", "boto3", "s3transfer", "urllib3")
+
+
 def configure(level: str = "info", fmt: str = "json") -> None:
     """Route every logger (uvicorn's included) to stderr as JSON lines or text."""
     handler = logging.StreamHandler(sys.stderr)
@@ -59,3 +62,8 @@ def configure(level: str = "info", fmt: str = "json") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # the S3 client narrates each request and credential lookup at INFO; its warnings
+    # and errors still come through, and --log-level debug shows everything
+    for chatty in QUIET_LIBRARIES:
+        logging.getLogger(chatty).setLevel(
+            logging.NOTSET if level.lower() == "debug" else logging.WARNING)

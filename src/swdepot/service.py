@@ -16,6 +16,7 @@ import ssl
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -33,8 +34,9 @@ from swdepot.packages.manifest import load_trusted_keys
 from swdepot.packages.model import ValidationPolicy
 from swdepot.persistence.stores import open_stores
 from swdepot.repository.catalog import PackageCatalog
+from swdepot.repository.placement import blob_stores, check_reachable
 from swdepot.repository.repository import Repository
-from swdepot.repository.store import LocalDirStore
+from swdepot.repository.store import BlobStore
 from swdepot.sealing import Sealer
 from swdepot.software.download import DownloadService
 from swdepot.software.ingest import Intake, IntakeEvents, PackageIngest
@@ -80,6 +82,10 @@ class Service:
             raise
 
     def _build(self, settings: Settings) -> None:
+        # every store first, then the database: nothing is created or migrated unless
+        # everything the service needs can be reached
+        blobs = package_stores(settings, owner=settings.node)
+        check_reachable(blobs)
         self.stores = open_stores(settings)
         self.metrics = Metrics()
         self.jobs = MeteredJobStore(RunningJobCache(self.stores.jobs), self.metrics)
@@ -87,7 +93,7 @@ class Service:
         self.authenticator = Authenticator(
             self.users, limiter=LoginLimiter(settings.login_max_failures,
                                              settings.login_failure_window))
-        self.repository = open_repository(settings, self.stores.catalog, owner=settings.node)
+        self.repository = open_repository(settings, self.stores.catalog, stores=blobs)
         self.metrics.watch(self.jobs, self.repository.catalog)
         self.runner = JobRunner(self.jobs, node=settings.node, workers=settings.job_workers,
                                 lease_seconds=settings.job_lease_seconds)
@@ -289,17 +295,20 @@ class Service:
         self.lock.release()
 
 
-def open_repository(settings: Settings, catalog: PackageCatalog, *,
-                    owner: str = "operator") -> Repository:
-    """The catalog and both node stores, as the service and the operator commands use them.
+def package_stores(settings: Settings, *, owner: str = "operator") -> list[BlobStore]:
+    """The stores package copies go to (``settings.stores``, else the data directory's
+    two); ``owner`` stages uploads apart from others (a node name for a service)."""
+    names = (settings.cluster.nodes[0], settings.cluster.nodes[-1])
+    return blob_stores(settings.stores, settings.store_roots, names, owner)
 
-    ``owner`` stages uploads in a directory of its own (a node name for a service).
-    """
-    primary, secondary = settings.store_roots
+
+def open_repository(settings: Settings, catalog: PackageCatalog, *,
+                    owner: str = "operator",
+                    stores: Sequence[BlobStore] | None = None) -> Repository:
+    """The catalog and the package stores, as the service and the operator commands use
+    them (``stores``: those already opened, else :func:`package_stores` for ``owner``)."""
     return Repository(
-        catalog,
-        [LocalDirStore(primary, settings.cluster.nodes[0], owner),
-         LocalDirStore(secondary, settings.cluster.nodes[-1], owner)],
+        catalog, stores if stores is not None else package_stores(settings, owner=owner),
         orphan_grace=settings.orphan_grace, abandoned_after=settings.abandoned_staging_after,
     )
 

@@ -27,6 +27,7 @@ from swdepot.nodes import NodeRecord
 from swdepot.packages.model import PackageKind
 from swdepot.persistence.migrations import POSTGRES, migrate_postgres
 from swdepot.persistence.rows import job_from_row, node_from_row, package_from_row
+from swdepot.persistence.stores import redact
 from swdepot.repository.catalog import DuplicateName, DuplicateVersion, PackageRecord
 from swdepot.software.update import ProfileState
 
@@ -34,11 +35,27 @@ _ACTIVE = list(str(s) for s in ACTIVE_STATES)
 _CLAIMABLE = ["queued", "running"]  # nothing here pauses; a paused job stays with its owner
 
 
+class DatabaseUnreachable(OSError):
+    """No connection to the database could be made."""
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 class PgDatabase:
     """A pool of connections to one PostgreSQL database, its schema migrated on open."""
 
-    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 8) -> None:
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 8,
+                 connect_timeout: float = 5.0) -> None:
+        """Raises :class:`DatabaseUnreachable` (before any pool or schema exists) when no
+        connection can be made within ``connect_timeout`` seconds."""
         self.url = url
+        try:
+            psycopg.connect(url, connect_timeout=max(1, round(connect_timeout))).close()
+        except psycopg.Error as exc:
+            raise DatabaseUnreachable(
+                f"cannot reach the database {redact(url)}: {_first_line(exc)}") from None
         self._pool = ConnectionPool(url, min_size=min_size, max_size=max_size, open=True,
                                     kwargs={"row_factory": dict_row, "autocommit": True},
                                     name="swdepot")

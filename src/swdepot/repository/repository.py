@@ -70,7 +70,7 @@ class DamagedCopy:
 
     file_name: str
     store: str
-    problem: str  # "missing" or "corrupt"
+    problem: str  # "missing", "corrupt" or "unreachable" (the store cannot be read)
     repaired_from: str | None = None
 
 
@@ -249,14 +249,26 @@ class Repository:
                 log.warning("could not delete %s from store %s", key, store.name)
             testpoints.reached("delete.blob_deleted")
 
-    def copies_intact(self, record: PackageRecord) -> dict[str, bool]:
-        """Re-read every node's copy: present, and its sha256 still the recorded one."""
-        return {store.name: _intact(store, record) for store in self.stores}
+    def copy_problems(self, record: PackageRecord) -> dict[str, str | None]:
+        """Re-read every node's copy: None where it is present with the recorded sha256,
+        else ``"missing"``, ``"corrupt"`` or ``"unreachable"`` (its store does not answer)."""
+        return {store.name: self._copy_problem(store, record) for store in self.stores}
 
     def copy_intact(self, record: PackageRecord, node: str) -> bool:
         """The copy a node installs from: its own store, else the primary one."""
-        store = next((s for s in self.stores if s.name == node), self.stores[0])
-        return _intact(store, record)
+        return self.intact_copy(record, node) is not None
+
+    def intact_copy(self, record: PackageRecord, node: str) -> BlobStore | None:
+        """The store a node reads a package from: its own store (else the primary one),
+        or, while that store cannot be reached, another store with an intact copy. A
+        copy that is missing or corrupt in a store that answers is no copy: None."""
+        own = next((s for s in self.stores if s.name == node), self.stores[0])
+        problem = self._copy_problem(own, record)
+        if problem is None:
+            return own
+        if problem != "unreachable":
+            return None
+        return next((s for s in self.stores if s is not own and _intact(s, record)), None)
 
     def free_bytes(self) -> int | None:
         """The smallest room left on any node store (a package needs it on every one)."""
@@ -293,7 +305,12 @@ class Repository:
         The catalog is read after the stores are listed: a blob committed and recorded
         in between is then known, never taken for an orphan.
         """
-        listed = [(store, key) for store in self.stores for key in list(store.keys())]
+        listed: list[tuple[BlobStore, str]] = []
+        for store in self.stores:
+            try:
+                listed.extend((store, key) for key in list(store.keys()))
+            except OSError as exc:  # a store that is down has no orphans to remove now
+                log.warning("cannot list store %s: %s", store.name, exc)
         known = {r.store_key for r in self.catalog.all()}
         found = []
         for store, key in listed:
@@ -347,8 +364,10 @@ class Repository:
             if not store.exists(record.store_key):
                 return "missing"
             return None if store.sha256(record.store_key) == record.sha256 else "corrupt"
-        except OSError:
+        except FileNotFoundError:
             return "missing"
+        except OSError:
+            return "unreachable"
 
     def _repair(self, record: PackageRecord, source: BlobStore, target: BlobStore) -> bool:
         """Copy an intact blob over a bad one; True only if the new copy checks out."""

@@ -321,6 +321,7 @@ class S3Store:
         self._client = client
         self._client_pid = os.getpid() if client is not None else -1
         self._client_lock = threading.Lock()
+        self._inherited: list[Any] = []
 
     def __repr__(self) -> str:
         return f"S3Store({self.name!r}, {self.location})"
@@ -332,6 +333,10 @@ class S3Store:
         if self._client_pid != os.getpid():
             with self._client_lock:
                 if self._client_pid != os.getpid():
+                    if self._client is not None:
+                        # the parent's: its sockets are the parent's, and closing them
+                        # here (when collected) could close descriptors reused since
+                        self._inherited.append(self._client)
                     self._client = _new_client(self.location)
                     self._client_pid = os.getpid()
         return self._client
@@ -357,9 +362,19 @@ class S3Store:
                           f"be reached: {what}: {exc}") from None
 
     def check(self) -> None:
-        """Raise OSError unless the bucket can be reached and read (start-up's check)."""
-        with self._errors("reading the bucket"):
+        """Raise OSError, its text the cause alone, unless the bucket can be reached and
+        read (start-up's check)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
             self.client.head_bucket(Bucket=self.location.bucket)
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            reason = {404: "no such bucket", 403: "access denied"}.get(
+                status, f"{exc.response.get('Error', {}).get('Code')} (HTTP {status})")
+            raise OSError(errno.EIO, reason) from None
+        except BotoCoreError as exc:
+            raise OSError(errno.EHOSTUNREACH, str(exc)) from None
 
     # -- operations the uploads use ---------------------------------------------------------
 

@@ -311,14 +311,25 @@ class UpdateEngine:
                versions: dict[str, str]) -> tuple[ValidationResult, ...]:
         """The pre-update checks that mean something here; they read every stored copy."""
         results = []
-        bad = [name for name, intact in self._repository.copies_intact(record).items()
-               if not intact]
-        if bad:
+        problems = self._repository.copy_problems(record)
+        bad = [name for name, problem in problems.items()
+               if problem is not None and problem != "unreachable"]
+        unreachable = [name for name, problem in problems.items() if problem == "unreachable"]
+        if bad or len(unreachable) == len(problems):
             results.append(ValidationResult(
                 "Package integrity", "error",
-                f'The copy of package "{record.version}" on {", ".join(bad)} is missing or '
-                "does not match its sha256.",
-                "Delete the package and download it again."))
+                f'The copy of package "{record.version}" on {", ".join(bad + unreachable)} '
+                "is missing, does not match its sha256 or cannot be read.",
+                "Delete the package and download it again; if a store is down, bring it "
+                "back first."))
+        elif unreachable:
+            # [decision] one copy is enough to update from: a store that is down is a
+            # warning, as ONTAP warns of a node it cannot reach, not an error.
+            results.append(ValidationResult(
+                "Package integrity", "warning",
+                f'The copy of package "{record.version}" on {", ".join(unreachable)} cannot '
+                "be read: its store does not answer. The update reads the intact copy.",
+                "Bring the store back, then run `swdepot repository verify`."))
         older = [n for n in nodes if version_key(record.version) < version_key(versions[n])]
         if older:
             results.append(ValidationResult(
