@@ -60,6 +60,13 @@ class SeaweedStore:
             "name": "swdepot", "credentials": [{"accessKey": ACCESS_KEY,
                                                 "secretKey": SECRET_KEY}],
             "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
+        # Every bucket is a collection with volumes of its own, grown 7 at a time by
+        # default, and ``-volume.max=0`` derives the volume count from the free disk: a
+        # suite creating a bucket per test ran out of volumes ("No writable volumes and
+        # no free volumes left", an S3 InternalError) on a machine with less free disk.
+        # One volume per growth and an explicit maximum make the store's capacity
+        # independent of the machine (volumes are sparse files, grown as written).
+        (root / "master.toml").write_text("[master.volume_growth]\ncopy_1 = 1\n")
 
     @property
     def endpoint(self) -> str:
@@ -75,14 +82,15 @@ class SeaweedStore:
         args = [str(self.binary), "server", f"-dir={self.root / 'data'}", "-ip=127.0.0.1",
                 "-ip.bind=127.0.0.1", f"-master.port={p['master']}",
                 f"-master.port.grpc={p['master.grpc']}", f"-volume.port={p['volume']}",
-                f"-volume.port.grpc={p['volume.grpc']}", "-volume.max=0", "-filer",
+                f"-volume.port.grpc={p['volume.grpc']}", "-volume.max=1000", "-filer",
                 f"-filer.port={p['filer']}", f"-filer.port.grpc={p['filer.grpc']}", "-s3",
                 f"-s3.port={p['s3']}", f"-s3.port.grpc={p['s3.grpc']}",
                 "-s3.port.iceberg=0", "-s3.port.lance=0",
-                f"-s3.config={self.root / 's3.json'}", "-master.volumeSizeLimitMB=1024"]
+                f"-s3.config={self.root / 's3.json'}", "-master.volumeSizeLimitMB=256"]
         log = (self.root / "weed.log").open("ab")
         self._process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+                                         stdin=subprocess.DEVNULL, start_new_session=True,
+                                         cwd=self.root)
         log.close()
         self._wait_ready()
 

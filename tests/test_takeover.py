@@ -6,6 +6,7 @@ import filecmp
 import hashlib
 import os
 import signal
+import time
 from pathlib import Path
 
 from pkgfactory import make_package
@@ -123,8 +124,13 @@ def test_a_worker_killed_at_40_percent_is_replaced_and_the_job_continues(
     assert len(ranges) == 2 and ranges[0] is None, ranges
     assert int(ranges[1].removeprefix("bytes=").removesuffix("-")) >= 8 << 20
     _assert_stored_once(api, service_process.data_dir, pkg)
-    replacement = _children(zygote)
-    assert len(replacement) == 1 and replacement != [worker]
+    # A worker forked for a busy moment (the task took one while the replacement was
+    # still being forked) is retired when handed back: it exits once its socket closes
+    # and the zygote reaps it within a second, so the count settles rather than is.
+    deadline = time.monotonic() + 10
+    while len(replacement := _children(zygote)) != 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(replacement) == 1 and replacement != [worker], replacement
     assert service_process.proc.poll() is None  # the service itself never stopped
     api.session.close()
 
