@@ -57,8 +57,11 @@ class PostgresServer:
         subprocess.run([*self._as, *args], check=True, capture_output=True, timeout=120)
 
     def start(self) -> None:
-        self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-A", "trust",
-                  "-U", "swdepot", "--no-sync", "-E", "UTF8")
+        """Create the cluster on the first start; later starts (after :meth:`stop`) bring
+        the same one back on the same port, as a restarted server."""
+        if not self.data.exists():
+            self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-A", "trust",
+                      "-U", "swdepot", "--no-sync", "-E", "UTF8")
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-w", "-t", "60",
                   "-l", str(self.root / "server.log"), "-o",
                   f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root}"

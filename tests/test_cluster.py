@@ -13,12 +13,14 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+import requests
 
 from pkgfactory import make_package
 from seaweed import SeaweedStore, s3_environment
@@ -292,3 +294,61 @@ def test_start_up_against_what_cannot_be_reached_is_one_line_and_status_2(
     bad = _serve(tmp_path, "--store", "ftp://somewhere/x")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
     assert "--store must be file:///PATH or s3://BUCKET" in bad.stderr
+
+
+def _answers_or_503(api: Api, method: str, path: str, **kwargs: Any) -> int:
+    """One request during a database outage: an answer, or ONTAP's 503 with Retry-After,
+    never a 500, a traceback or a hung request."""
+    try:
+        reply = api.request(method, path, timeout=30, **kwargs)
+    except requests.ConnectionError as exc:  # the node itself must not go away
+        raise AssertionError(f"{method} {path}: {exc}") from None
+    assert reply.status_code in (200, 202, 503), (method, path, reply.status_code,
+                                                  reply.text)
+    if reply.status_code == 503:
+        error = reply.json()["error"]
+        assert error["code"] == "393271", error
+        assert "cannot be reached" in error["message"], error
+        assert reply.headers["Retry-After"] == "1"
+        assert "Traceback" not in reply.text
+    return reply.status_code
+
+
+def test_the_database_restarted_under_load_answers_503_then_recovers(
+        cluster, postgres_server, http_server_noauth, content_dir, monkeypatch):
+    """PostgreSQL stops while two nodes serve and a download runs: every request is
+    answered (200) or refused with 503 + Retry-After and ONTAP's error body, never a 500;
+    once the server is back, the download ends byte-identical and both nodes are up."""
+    size = 4 * PART_SIZE
+    pkg = make_package(content_dir, "big.tgz", "9.15.1", size=size)
+    http_server_noauth.faults["/big.tgz"] = Fault("trickle", bytes_per_second=8 << 20)
+    apis = [cluster.start("swdepot-01"), cluster.start("swdepot-02")]
+    uuid = apis[0].post(DOWNLOAD, json={"url": http_server_noauth.url("big.tgz")}
+                        ).json()["job"]["uuid"]
+    apis[0].wait_download_bytes(PART_SIZE, timeout=60)
+    postgres_server.stop()
+    seen: list[int] = []
+    try:
+        for api in apis:
+            for path in (f"/api/cluster/jobs/{uuid}", DOWNLOAD, PACKAGES,
+                         "/api/cluster/nodes", "/api/cluster/software"):
+                seen.append(_answers_or_503(api, "GET", path))
+            seen.append(_answers_or_503(api, "POST", DOWNLOAD,
+                                        json={"url": http_server_noauth.url("other.tgz")}))
+    finally:
+        postgres_server.start()
+    assert 503 in seen, seen
+    http_server_noauth.faults.clear()
+    job = apis[1].wait_job(uuid, timeout=120)
+    assert job["state"] == "success", job
+    sha = apis[0].get(f"{PACKAGES}/9.15.1?fields=sha256").json()["sha256"]
+    assert sha == hashlib.sha256(pkg.read_bytes()).hexdigest()
+    assert _copies(cluster, monkeypatch) == [pkg.read_bytes()] * 2
+    deadline = time.monotonic() + 30
+    while True:
+        nodes = apis[1].get("/api/cluster/nodes?fields=name,state").json()["records"]
+        if sorted((n["name"], n["state"]) for n in nodes) == [("swdepot-01", "up"),
+                                                              ("swdepot-02", "up")]:
+            break
+        assert time.monotonic() < deadline, nodes
+        time.sleep(0.5)

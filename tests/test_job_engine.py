@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from swdepot.errors import OntapError
+from swdepot.errors import OntapError, database_unreachable
 from swdepot.jobs.model import Job, JobKind, JobState
 from swdepot.jobs.runner import JobContext, JobRunner
 from swdepot.jobs.store import LeaseLost
@@ -116,6 +116,53 @@ def test_an_expired_lease_is_taken_over_and_the_old_owner_can_no_longer_write(en
         release.set()
         hung.shutdown()
         live.shutdown()
+
+
+def test_a_lease_lapsed_while_the_database_was_away_never_runs_a_job_twice(engine):
+    """The lease of a job this process still runs ran out (its renewals failed): its own
+    claim only takes the lease back, and no second run starts. A run that then ends
+    without a final state (its writes cannot reach the database) leaves a job held but
+    run nowhere: it is released, then claimed again and taken over."""
+    clock = [1000.0]
+    store = engine.job_store()
+    runner = JobRunner(store, node="node-1", lease_seconds=10, clock=lambda: clock[0])
+    runs: list[bool] = []
+    started, release = threading.Event(), threading.Event()
+
+    def work(ctx: JobContext) -> str:
+        runs.append(ctx.taken_over)
+        if not ctx.taken_over:
+            started.set()
+            release.wait(30)
+            raise database_unreachable()  # its outcome cannot be recorded
+        return "success after the outage"
+
+    runner.register(JobKind.DELETE_PACKAGE, work)
+    job = delete_job()
+    try:
+        runner.submit(job)
+        assert started.wait(10)
+        clock[0] += 11  # the renewals failed meanwhile: the lease ran out
+        assert runner.claim_available() == 0
+        assert runs == [False]
+        assert store.get(job.uuid).lease_until == clock[0] + 10  # taken back
+        release.set()
+        wait_for(lambda: not runner._contexts)  # the run ended, with no final state
+        assert store.get(job.uuid).state is JobState.RUNNING
+        runner._contexts["other"] = runner._contexts.get("other") or JobContext(
+            delete_job(1), store, lambda: clock[0])  # something else runs: renewals go on
+        runner._renew()
+        assert store.get(job.uuid).owner == runner.owner  # one round: maybe just inserted
+        runner._renew()
+        assert store.get(job.uuid).owner is None  # released for a take-over
+        runner._contexts.pop("other")
+        assert runner.claim_available() == 1
+        wait_for(lambda: store.get(job.uuid).state is JobState.SUCCESS)
+        assert runs == [False, True]
+        assert store.get(job.uuid).message == "success after the outage"
+    finally:
+        release.set()
+        runner.shutdown()
 
 
 def test_a_cancel_written_by_one_process_stops_the_job_another_runs(engine):

@@ -4,8 +4,9 @@ Every failure a client can see is an :class:`OntapError`: it knows its numeric O
 code (every code is defined once, below), the message text (clients match on these
 texts, so they are part of the contract) and optionally the input field to blame.
 Its class says why it happened: bad input, an absent entry, a conflict with the current
-state, missing credentials, a role that may not, an unsupported operation, throttling,
-or a fault of swdepot's own. The HTTP layer maps the cause to a status
+state, missing credentials, a role that may not, an unsupported operation, throttling, a
+part of the cluster that cannot be reached now, or a fault of swdepot's own. The HTTP
+layer maps the cause to a status
 (``api/http.py::http_status``) and the error to ``{"error": {"message", "code",
 "target"}}``; the job engine stores one as a job's failure. Domain code raises these and
 knows nothing of HTTP.
@@ -65,6 +66,11 @@ class InternalError(OntapError):
     """Something failed inside swdepot that the client cannot fix."""
 
 
+class Unavailable(OntapError):
+    """A part the cluster stands on (its database) cannot be reached now; nothing was
+    changed, and the same request may succeed when sent again."""
+
+
 class Throttled(OntapError):
     """Too many attempts from one client; it may come back after ``retry_after``."""
 
@@ -78,6 +84,7 @@ class Throttled(OntapError):
 API_NOT_FOUND = 3
 ENTRY_NOT_FOUND = 4
 INTERNAL_ERROR = 262145
+CLUSTER_DATABASE_UNREACHABLE = 393271  # ONTAP's "A node is out of quorum" (docs/compatibility.md)
 TOO_MANY_REQUESTS = 262160
 NOT_AUTHORIZED = 6
 UNEXPECTED_ARGUMENT = 262179
@@ -125,6 +132,12 @@ JOB_TERMINAL = 458762
 JOB_NOT_RUNNING = 458776
 JOB_PAUSE_UNSUPPORTED = 458783
 JOB_CANCEL_UNSUPPORTED = 458784
+
+
+def database_unreachable() -> Unavailable:
+    """What a request meets while the cluster's database cannot be reached (a 503)."""
+    return Unavailable(CLUSTER_DATABASE_UNREACHABLE, "The cluster database cannot be "
+                       "reached. Retry the operation after a short delay.")
 
 
 def api_not_found() -> NotFound:

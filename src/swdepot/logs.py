@@ -43,6 +43,9 @@ class RequestIdFilter(logging.Filter):
 
 
 QUIET_LIBRARIES = ("botocore", "boto3", "s3transfer", "urllib3")
+#: warnings that repeat, in several lines each, what swdepot logs once in a line (the
+#: pool's every failed reconnect, while the database is away)
+QUIETER_LIBRARIES = ("psycopg.pool",)
 
 
 def configure(level: str = "info", fmt: str = "json") -> None:
@@ -64,6 +67,8 @@ def configure(level: str = "info", fmt: str = "json") -> None:
     root.setLevel(level.upper())
     # the S3 client narrates each request and credential lookup at INFO; its warnings
     # and errors still come through, and --log-level debug shows everything
+    debug = level.lower() == "debug"
     for chatty in QUIET_LIBRARIES:
-        logging.getLogger(chatty).setLevel(
-            logging.NOTSET if level.lower() == "debug" else logging.WARNING)
+        logging.getLogger(chatty).setLevel(logging.NOTSET if debug else logging.WARNING)
+    for chatty in QUIETER_LIBRARIES:
+        logging.getLogger(chatty).setLevel(logging.NOTSET if debug else logging.ERROR)

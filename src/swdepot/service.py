@@ -23,6 +23,7 @@ from typing import Any, TextIO
 from swdepot import forked
 from swdepot.auth import ADMIN, Authenticator, PendingHash, hash_password
 from swdepot.config import Settings
+from swdepot.errors import Unavailable
 from swdepot.forked import LogChannel
 from swdepot.jobs.cache import RunningJobCache
 from swdepot.jobs.runner import JobRunner
@@ -214,16 +215,16 @@ class Service:
         while not self._stop.wait(interval):
             try:
                 self.updates.tick()
-            except Exception:  # keep ticking; a failed tick is retried
-                log.exception("software update tick failed")
+            except Exception as exc:  # keep ticking; a failed tick is retried
+                _round_failed("software update tick", exc)
 
     def _heartbeat(self) -> None:
         """Tell the cluster this node is up, every third of a lease."""
         while not self._stop.wait(self.nodes.heartbeat_interval):
             try:
                 self.nodes.beat()
-            except Exception:  # a busy database: the next beat is soon
-                log.warning("node heartbeat failed", exc_info=True)
+            except Exception as exc:  # a busy database: the next beat is soon
+                _round_failed("node heartbeat", exc)
 
     def _housekeeping(self) -> None:
         """Purge old jobs; now and then sweep what crashed processes left in the stores."""
@@ -234,8 +235,8 @@ class Service:
         while not self._stop.wait(interval):
             try:
                 self.jobs.purge(time.time() - self.settings.job_retention_seconds)
-            except Exception:  # keep the janitor alive; it retries next round
-                log.exception("job purge failed")
+            except Exception as exc:  # keep the janitor alive; it retries next round
+                _round_failed("job purge", exc)
             if time.monotonic() >= next_sweep:
                 next_sweep = time.monotonic() + sweep_every
                 try:
@@ -243,8 +244,8 @@ class Service:
                         keep_staging=self._staged_by_active_jobs(), own_leftovers=False)
                     if any(report.values()):
                         log.info("swept the stores: %s", report)
-                except Exception:
-                    log.exception("store sweep failed")
+                except Exception as exc:
+                    _round_failed("store sweep", exc)
 
     def job_visible_after(self) -> float:
         """Finished jobs are kept for the retention period, then they answer 404."""
@@ -329,3 +330,12 @@ def ca_bundle(settings: Settings) -> Path | None:
     bundle.parent.mkdir(parents=True, exist_ok=True)
     bundle.write_text("\n".join(parts))
     return bundle
+
+
+def _round_failed(what: str, exc: Exception) -> None:
+    """Log a background round that failed (it is tried again): one line while the
+    database cannot be reached, the traceback of anything else."""
+    if isinstance(exc, Unavailable):
+        log.warning("%s failed: %s", what, exc.message)
+    else:
+        log.error("%s failed", what, exc_info=exc)

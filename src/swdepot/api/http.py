@@ -38,6 +38,7 @@ from swdepot.errors import (
     OntapError,
     Throttled,
     Unauthorized,
+    Unavailable,
     invalid_field_value,
 )
 
@@ -90,6 +91,7 @@ class RequestRefused(OntapError):
 HTTP_STATUS: tuple[tuple[type[OntapError], int], ...] = (
     (InvalidInput, 400), (NotFound, 404), (Conflict, 400), (Unauthorized, 401),
     (Forbidden, 403), (MethodNotAllowed, 405), (Throttled, 429), (InternalError, 500),
+    (Unavailable, 503),
 )
 
 
@@ -127,6 +129,8 @@ def error_response(request: Request, exc: OntapError) -> Response:
     headers = {"www-authenticate": 'Basic realm="swdepot"'} if isinstance(exc, Unauthorized) else {}
     if isinstance(exc, Throttled):
         headers["retry-after"] = str(exc.retry_after)
+    elif isinstance(exc, Unavailable):
+        headers["retry-after"] = "1"
     return Response(orjson.dumps(exc.to_body()), status_code=http_status(exc), media_type=HAL
                     if not wants_plain_json(request) else JSON,
                     headers={**SECURITY_HEADERS, **headers})
@@ -257,7 +261,8 @@ class AuthMiddleware:
         try:
             principal = await _authenticate(self.authenticator, request)
         except OntapError as exc:
-            refusal = (login_page(request, exc) if wants_page(request)
+            refusal = (login_page(request, exc)
+                       if wants_page(request) and isinstance(exc, Unauthorized | Throttled)
                        else error_response(request, exc))
             await refusal(scope, receive, send)
             return

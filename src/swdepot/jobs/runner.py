@@ -21,6 +21,12 @@ job's row is decided by the store too:
 - **Cancel** is a request written to the row (:meth:`JobRunner.cancel`); the owner's
   keeper reads the requests of its jobs every ``poll_interval`` and stops the work, so a
   cancel sent to any process reaches the job within a second.
+- **Database loss.** While the store cannot be reached (:class:`~swdepot.errors.
+  Unavailable`), leases are not renewed and lapse. Work whose writes fail stops
+  without a final state and without discarding what it staged; the job is claimed
+  again (here or elsewhere) once the store answers. A process never runs one job twice:
+  a claim of a job its own worker still runs only takes the lease back, and a job it
+  holds that no worker runs any more is released for a take-over.
 
 Work functions receive a :class:`JobContext`; they return the success message or raise
 an :class:`~swdepot.errors.OntapError`, whose code and message become the job's failure.
@@ -41,7 +47,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from swdepot.errors import OntapError
+from swdepot.errors import OntapError, Unavailable
 from swdepot.jobs.model import Job, JobKind, JobState, Progress
 from swdepot.jobs.store import JobStore, LeaseLost
 
@@ -112,6 +118,8 @@ class JobContext:
             self._store.set_progress(self.job.uuid, message,
                                      Progress(bytes_done, bytes_total, round(self._speed, 1)),
                                      owner=self.owner)
+        except Unavailable as exc:  # advisory: the next write tells, or the job stops
+            log.warning("could not record progress of job %s: %s", self.job.uuid, exc.message)
         except Exception:  # progress is advisory: a full or busy store must not fail the job
             log.warning("could not record progress of job %s", self.job.uuid, exc_info=True)
 
@@ -156,6 +164,7 @@ class JobRunner:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="swdepot-job")
         self._handlers: dict[JobKind, _Handler] = {}
         self._contexts: dict[str, JobContext] = {}
+        self._orphans: set[str] = set()  # held by this owner, run by no worker (_renew)
         self._running: dict[str, Future[None]] = {}  # this process's jobs, until they end
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -232,6 +241,11 @@ class JobRunner:
                                    owner=owner)
         except LeaseLost:
             log.warning("job %s was taken over by another process; this one stopped it", uuid)
+        except Unavailable:
+            # its outcome cannot be recorded: the lease lapses, and the job is taken over
+            # (here or on another node) once the database answers again
+            log.warning("job %s stopped: the database cannot be reached; it is taken over "
+                        "when the database is back", uuid)
         finally:
             with self._lock:
                 self._contexts.pop(uuid, None)
@@ -241,7 +255,7 @@ class JobRunner:
         """Run the work: how it ended, as the job's final state, message and code."""
         try:
             return JobState.SUCCESS, work(ctx), 0
-        except LeaseLost:
+        except (LeaseLost, Unavailable):
             raise
         except OntapError as exc:
             return JobState.FAILURE, exc.message, exc.code
@@ -273,6 +287,8 @@ class JobRunner:
                     self._wake.clear()
                     next_claim = now + self._claim_every
                     self.claim_available()
+            except Unavailable as exc:  # the database is away: try again on the next round
+                log.warning("job keeper round failed: %s", exc.message)
             except Exception:  # a busy or failing store: try again on the next round
                 log.warning("job keeper round failed", exc_info=True)
             self._wake.wait(self._poll)
@@ -298,6 +314,15 @@ class JobRunner:
         held = self._store.renew(self.owner, self._clock() + self._lease)
         with self._lock:
             missing = [ctx for uuid, ctx in self._contexts.items() if uuid not in held]
+            orphans = held - self._contexts.keys()
+        # held in the store but run by no worker here (a run that ended while its last
+        # write could not reach the database): released for a take-over. Seen in two
+        # rounds in a row, not one: a job just inserted may not be running yet.
+        for uuid in orphans & self._orphans:
+            log.warning("job %s is held by this process but no longer runs here; "
+                        "released for a take-over", uuid)
+            self._store.release(uuid, self.owner)
+        self._orphans = orphans - self._orphans
         for ctx in missing:
             current = self._store.get(ctx.job.uuid)
             if current is None or current.state.terminal or current.owner == self.owner:
@@ -319,6 +344,13 @@ class JobRunner:
             job = self._store.claim(self.owner, self.node, kinds, now, now + self._lease)
             if job is None:
                 break
+            with self._lock:
+                still_ours = job.uuid in self._contexts
+            if still_ours:
+                # its lease lapsed while the database was away, but its run here goes
+                # on: the claim renewed this owner's lease, and no second run starts
+                log.info("job %s: lease taken back by the process that runs it", job.uuid)
+                continue
             handler = self._handlers[job.kind]
             taken_over = job.state is not JobState.QUEUED
             if taken_over:

@@ -19,8 +19,9 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
+from swdepot.errors import database_unreachable
 from swdepot.jobs.model import ACTIVE_STATES, Job, JobKind, JobState, Progress
 from swdepot.jobs.store import LeaseLost, SlotTaken
 from swdepot.nodes import NodeRecord
@@ -39,6 +40,18 @@ class DatabaseUnreachable(OSError):
     """No connection to the database could be made."""
 
 
+#: SQLSTATEs of a lost server: connection exceptions (class 08) and the server shutting
+#: down, crashed or starting (57P01 to 57P03)
+_SERVER_GONE = ("08", "57P01", "57P02", "57P03")
+
+
+def _server_gone(exc: psycopg.Error) -> bool:
+    """The error says the server cannot be reached (a lost connection has no SQLSTATE),
+    not that a statement was refused."""
+    return isinstance(exc, PoolTimeout) or exc.sqlstate is None or exc.sqlstate.startswith(
+        _SERVER_GONE)
+
+
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
@@ -47,18 +60,30 @@ class PgDatabase:
     """A pool of connections to one PostgreSQL database, its schema migrated on open."""
 
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 8,
-                 connect_timeout: float = 5.0) -> None:
+                 connect_timeout: float = 5.0, wait_timeout: float = 3.0) -> None:
         """Raises :class:`DatabaseUnreachable` (before any pool or schema exists) when no
-        connection can be made within ``connect_timeout`` seconds."""
+        connection can be made within ``connect_timeout`` seconds.
+
+        Afterwards the pool checks each connection as it lends it (one lost with a server
+        restart is replaced, not handed out) and reconnects by itself, on demand: a failed
+        reconnect is retried with backoff for ``wait_timeout`` seconds only, then given up
+        until a transaction asks again (the pool's own backoff grows without bound and
+        kept a node away for tens of seconds after a restart); a transaction that
+        gets no working connection within ``wait_timeout`` seconds, or loses it, raises
+        :class:`~swdepot.errors.Unavailable`.
+        """
         self.url = url
+        self.wait_timeout = wait_timeout
         try:
             psycopg.connect(url, connect_timeout=max(1, round(connect_timeout))).close()
         except psycopg.Error as exc:
             raise DatabaseUnreachable(
                 f"cannot reach the database {redact(url)}: {_first_line(exc)}") from None
         self._pool = ConnectionPool(url, min_size=min_size, max_size=max_size, open=True,
-                                    kwargs={"row_factory": dict_row, "autocommit": True},
-                                    name="swdepot")
+                                    kwargs={"row_factory": dict_row, "autocommit": True,
+                                            "connect_timeout": max(1, round(connect_timeout))},
+                                    check=ConnectionPool.check_connection, name="swdepot",
+                                    reconnect_timeout=max(wait_timeout, 1.0))
         try:
             with self._pool.connection() as conn:
                 migrate_postgres(conn, POSTGRES)
@@ -68,9 +93,18 @@ class PgDatabase:
 
     @contextmanager
     def transaction(self) -> Iterator[psycopg.Connection[Any]]:
-        """One transaction on a pooled connection; rolled back if the block raises."""
-        with self._pool.connection() as conn, conn.transaction():
-            yield conn
+        """One transaction on a pooled connection; rolled back if the block raises.
+
+        Raises :class:`~swdepot.errors.Unavailable` when the server cannot be reached
+        (whether a commit under way when the connection broke took effect is unknown, as
+        with any lost connection)."""
+        try:
+            with self._pool.connection(timeout=self.wait_timeout) as conn, conn.transaction():
+                yield conn
+        except psycopg.Error as exc:
+            if not _server_gone(exc):
+                raise
+            raise database_unreachable() from exc
 
     def close(self) -> None:
         self._pool.close()

@@ -28,6 +28,7 @@ from swdepot.errors import (
     REPOSITORY_PLACEMENT_FAILED,
     Conflict,
     InternalError,
+    Unavailable,
 )
 from swdepot.packages.model import PackageInfo, PackageKind
 from swdepot.repository.catalog import (
@@ -210,6 +211,11 @@ class Repository:
             if isinstance(exc, DuplicateName):
                 raise duplicate_name_error(info.file_name, info.kind) from None
             raise duplicate_version_error(info.version) from None
+        except Unavailable:
+            # whether the record was written is unknown (the connection broke): the
+            # blobs stay, and whoever takes the job over keeps or removes them by what
+            # the catalog says then (discard_unrecorded)
+            raise
         except BaseException:
             self._delete_blobs(record.store_key, committed)
             raise

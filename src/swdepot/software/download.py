@@ -22,6 +22,7 @@ from swdepot.errors import (
     UPDATE_IN_PROGRESS,
     Conflict,
     OntapError,
+    Unavailable,
 )
 from swdepot.jobs.model import Job, JobKind, JobState
 from swdepot.jobs.runner import JobContext, JobRunner
@@ -161,8 +162,10 @@ class DownloadService:
                 log.warning("the intake of download job %s died; a new one %s", job.uuid,
                             f"continues from byte {resume.length}" if resume
                             else "starts again")
-            except LeaseLost:
-                raise  # another process runs it now, from these very staged bytes
+            except (LeaseLost, Unavailable):
+                # another process runs it now, or will once the database is back: from
+                # these very staged bytes, which must stay
+                raise
             except BaseException:
                 self._discard_staged(ctx.job)  # what a dead intake left is of no use now
                 raise

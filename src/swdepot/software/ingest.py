@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from swdepot import testpoints
+from swdepot.errors import Unavailable
 from swdepot.jobs.runner import JobContext
 from swdepot.packages.inspect import PackageInspector
 from swdepot.packages.model import PackageInfo, ValidationPolicy
@@ -162,6 +163,8 @@ class PackageIngest:
         try:
             record = self._repository.publish(intake.staged, intake.info, intake.sha256,
                                               intake.size, record_id=ctx.job.uuid)
+        except Unavailable:
+            raise  # the staged or committed bytes stay for whoever takes the job over
         except BaseException:
             intake.staged.abort()
             raise
