@@ -11,6 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from realparts import missing
+
 CHROMIUM_FLAGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -29,8 +31,8 @@ def chromium_path() -> str | None:
 def chromium() -> Iterator[object]:
     path = chromium_path()
     if path is None:
-        pytest.skip("Chromium is not installed (Debian package `chromium`; .ci/run installs it "
-                    "where apt-get is available), so the browser tests cannot run here")
+        missing("Chromium is not installed (Debian package `chromium`; .ci/run installs it "
+                "where apt-get is available), so the browser tests cannot run here")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

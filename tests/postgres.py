@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from realparts import missing
 from service import free_port
 from swdepot.jobs.store import JobStore
 
@@ -89,8 +90,8 @@ class PostgresServer:
 def postgres_server() -> Iterator[PostgresServer]:
     bindir = _bindir()
     if bindir is None:
-        pytest.skip("PostgreSQL is not installed (Debian package `postgresql`; .ci/run "
-                    "installs it), so the PostgreSQL tests cannot run here")
+        missing("PostgreSQL is not installed (Debian package `postgresql`; .ci/run "
+                "installs it), so the PostgreSQL tests cannot run here")
     # not under pytest's temporary directory: that is private to root, and the server
     # runs as postgres
     root = Path(tempfile.mkdtemp(prefix="swdepot-postgres-"))

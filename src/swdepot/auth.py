@@ -101,6 +101,10 @@ class UserStore(Protocol):
     def delete(self, name: str) -> bool:
         """Remove a user; False if there was none."""
 
+    def fingerprint(self) -> str:
+        """A digest of every user's name, hash and role: it changes with any change to
+        them, made by any process (a few rows: cheap enough to ask twice a second)."""
+
 
 @dataclass(frozen=True)
 class Principal:
@@ -128,6 +132,7 @@ class Authenticator:
         self._limiter = limiter or LoginLimiter(max_failures=0)
         self._key = secrets.token_bytes(32)
         self._cache: dict[bytes, tuple[float, Principal]] = {}
+        self._fingerprint: str | None = None  # of the users, when sync() last looked
         self._pending: dict[bytes, Future[Principal | None]] = {}
         self._lock = threading.Lock()
         self._clock = clock or time.monotonic
@@ -189,7 +194,7 @@ class Authenticator:
               client: str | None) -> Principal | None:
         """Run the one slow check for these credentials and share its verdict."""
         try:
-            self._limiter.check(client)
+            self._limiter.check_shared(client)
             principal = self._verify(name, password)
             if principal is None:
                 self._limiter.failed(client)
@@ -228,6 +233,20 @@ class Authenticator:
         """Drop cached verifications (after a password change)."""
         with self._lock:
             self._cache.clear()
+
+    def sync(self) -> bool:
+        """Drop cached verifications if the users changed since the last call, whichever
+        process changed them (another node, ``swdepot user add``); True if they did.
+
+        The service calls this every ``credentials_check_seconds``: that is how long an
+        old password may still be taken from the cache after a change anywhere."""
+        seen = self._users.fingerprint()
+        with self._lock:
+            changed = self._fingerprint is not None and seen != self._fingerprint
+            self._fingerprint = seen
+            if changed:
+                self._cache.clear()
+        return changed
 
 
 def _parse_basic(header: str | None) -> tuple[str, str]:

@@ -86,6 +86,10 @@ class Settings:
     # Failed logins per client address before it must wait (HTTP 429)
     login_max_failures: int = 10
     login_failure_window: float = 60.0
+    # How often a node looks whether any process changed the users (a password changed on
+    # another node, `swdepot user add`): an old password still verified in the cache works
+    # at most this long after the change.
+    credentials_check_seconds: float = 0.5
     min_free_bytes: int = 0  # room every node store keeps free; uploads may not eat into it
     # Packages
     require_signatures: bool = False

@@ -93,7 +93,8 @@ class Service:
         self.users = self.stores.users
         self.authenticator = Authenticator(
             self.users, limiter=LoginLimiter(settings.login_max_failures,
-                                             settings.login_failure_window))
+                                             settings.login_failure_window,
+                                             shared=self.stores.logins))
         self.repository = open_repository(settings, self.stores.catalog, stores=blobs)
         self.metrics.watch(self.jobs, self.repository.catalog)
         self.runner = JobRunner(self.jobs, node=settings.node, workers=settings.job_workers,
@@ -157,6 +158,7 @@ class Service:
         self._janitor: threading.Thread | None = None
         self._updater: threading.Thread | None = None
         self._heart: threading.Thread | None = None
+        self._watcher: threading.Thread | None = None
 
     def validation_policy(self) -> ValidationPolicy:
         """Read the trusted keys on every job, so operators can add keys without a restart."""
@@ -180,6 +182,10 @@ class Service:
         self._updater = threading.Thread(target=self._advance_updates, name="swdepot-update",
                                          daemon=True)
         self._updater.start()
+        self.authenticator.sync()
+        self._watcher = threading.Thread(target=self._watch_users, name="swdepot-users",
+                                         daemon=True)
+        self._watcher.start()
         if self.nodes.clustered:
             self._heart = threading.Thread(target=self._heartbeat, name="swdepot-node",
                                            daemon=True)
@@ -217,6 +223,15 @@ class Service:
                 self.updates.tick()
             except Exception as exc:  # keep ticking; a failed tick is retried
                 _round_failed("software update tick", exc)
+
+    def _watch_users(self) -> None:
+        """Forget cached verifications as soon as any process changed the users."""
+        while not self._stop.wait(self.settings.credentials_check_seconds):
+            try:
+                if self.authenticator.sync():
+                    log.info("the users changed: cached logins are verified again")
+            except Exception as exc:  # the next look is soon
+                _round_failed("users check", exc)
 
     def _heartbeat(self) -> None:
         """Tell the cluster this node is up, every third of a lease."""
@@ -278,7 +293,7 @@ class Service:
     def close(self) -> None:
         self._stop.set()
         self.runner.shutdown(wait=True)
-        for thread in (self._janitor, self._updater, self._heart):
+        for thread in (self._janitor, self._updater, self._heart, self._watcher):
             if thread is not None:
                 thread.join(timeout=5)
         if self._janitor is not None:  # started: it had joined

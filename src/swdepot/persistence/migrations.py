@@ -90,6 +90,15 @@ CREATE TABLE nodes (
     joined_at REAL NOT NULL
 );
 """,
+    # 3: failed logins, per client address, for every node's lockout (loginlimit.py)
+    """
+CREATE TABLE login_failures (
+    address TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX login_failures_by_address ON login_failures (address, at);
+CREATE INDEX login_failures_by_time ON login_failures (at);
+""",
 )
 
 POSTGRES: tuple[str, ...] = (
@@ -163,6 +172,15 @@ CREATE TABLE nodes (
     address TEXT NOT NULL DEFAULT '',
     joined_at DOUBLE PRECISION NOT NULL
 );
+""",
+    # 3: failed logins, per client address, for every node's lockout (loginlimit.py)
+    """
+CREATE TABLE login_failures (
+    address TEXT NOT NULL,
+    at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX login_failures_by_address ON login_failures (address, at);
+CREATE INDEX login_failures_by_time ON login_failures (at);
 """,
 )
 

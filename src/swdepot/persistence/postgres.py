@@ -27,7 +27,12 @@ from swdepot.jobs.store import LeaseLost, SlotTaken
 from swdepot.nodes import NodeRecord
 from swdepot.packages.model import PackageKind
 from swdepot.persistence.migrations import POSTGRES, migrate_postgres
-from swdepot.persistence.rows import job_from_row, node_from_row, package_from_row
+from swdepot.persistence.rows import (
+    job_from_row,
+    node_from_row,
+    package_from_row,
+    users_fingerprint,
+)
 from swdepot.persistence.stores import redact
 from swdepot.repository.catalog import DuplicateName, DuplicateVersion, PackageRecord
 from swdepot.software.update import ProfileState
@@ -303,6 +308,29 @@ class PgPackageCatalog:
         return [package_from_row(r) for r in rows]
 
 
+class PgFailureLog:
+    """:class:`swdepot.loginlimit.FailureLog` on PostgreSQL (every node of the cluster)."""
+
+    def __init__(self, db: PgDatabase) -> None:
+        self._db = db
+
+    def add(self, address: str, at: float, forget_before: float) -> None:
+        with self._db.transaction() as conn:
+            conn.execute("DELETE FROM login_failures WHERE at < %s", (forget_before,))
+            conn.execute("INSERT INTO login_failures (address, at) VALUES (%s, %s)",
+                         (address, at))
+
+    def since(self, address: str, cutoff: float) -> list[float]:
+        with self._db.transaction() as conn:
+            rows = conn.execute("SELECT at FROM login_failures WHERE address = %s AND at > %s"
+                                " ORDER BY at", (address, cutoff)).fetchall()
+        return [float(r["at"]) for r in rows]
+
+    def clear(self, address: str) -> None:
+        with self._db.transaction() as conn:
+            conn.execute("DELETE FROM login_failures WHERE address = %s", (address,))
+
+
 class PgUserStore:
     """:class:`swdepot.auth.UserStore` on PostgreSQL: names, password hashes and roles."""
 
@@ -324,6 +352,12 @@ class PgUserStore:
     def delete(self, name: str) -> bool:
         with self._db.transaction() as conn:
             return conn.execute("DELETE FROM users WHERE name = %s", (name,)).rowcount > 0
+
+    def fingerprint(self) -> str:
+        with self._db.transaction() as conn:
+            rows = conn.execute("SELECT name, password_hash, role FROM users ORDER BY name"
+                                ).fetchall()
+        return users_fingerprint((r["name"], r["password_hash"], r["role"]) for r in rows)
 
     def put(self, name: str, password_hash: str, role: str) -> None:
         with self._db.transaction() as conn:

@@ -6,8 +6,9 @@ columns arrive as text from SQLite and already decoded from PostgreSQL's JSONB.
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from swdepot.jobs.model import Job, JobKind, JobState, Progress
@@ -46,3 +47,11 @@ def package_from_row(row: Mapping[str, Any]) -> PackageRecord:
 def node_from_row(row: Mapping[str, Any]) -> NodeRecord:
     return NodeRecord(name=row["name"], uuid=row["uuid"], started_at=row["started_at"],
                       heartbeat_at=row["heartbeat_at"], address=row["address"])
+
+
+def users_fingerprint(rows: Iterable[tuple[str, str, str]]) -> str:
+    """A digest of (name, password hash, role) rows in name order (UserStore.fingerprint)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name, password_hash, role in rows:
+        digest.update(f"{name}\0{password_hash}\0{role}\n".encode())
+    return digest.hexdigest()

@@ -23,7 +23,12 @@ from swdepot.jobs.store import LeaseLost, SlotTaken
 from swdepot.nodes import NodeRecord
 from swdepot.packages.model import PackageKind
 from swdepot.persistence.migrations import migrate_sqlite
-from swdepot.persistence.rows import job_from_row, node_from_row, package_from_row
+from swdepot.persistence.rows import (
+    job_from_row,
+    node_from_row,
+    package_from_row,
+    users_fingerprint,
+)
 from swdepot.repository.catalog import DuplicateName, DuplicateVersion, PackageRecord
 from swdepot.software.update import ProfileState
 
@@ -280,6 +285,29 @@ class SqlitePackageCatalog:
         return [package_from_row(r) for r in rows]
 
 
+class SqliteFailureLog:
+    """:class:`swdepot.loginlimit.FailureLog` on SQLite (every process on the file)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def add(self, address: str, at: float, forget_before: float) -> None:
+        with self._db.transaction() as conn:
+            conn.execute("DELETE FROM login_failures WHERE at < ?", (forget_before,))
+            conn.execute("INSERT INTO login_failures (address, at) VALUES (?, ?)",
+                         (address, at))
+
+    def since(self, address: str, cutoff: float) -> list[float]:
+        rows = self._db.connection().execute(
+            "SELECT at FROM login_failures WHERE address = ? AND at > ? ORDER BY at",
+            (address, cutoff)).fetchall()
+        return [float(r["at"]) for r in rows]
+
+    def clear(self, address: str) -> None:
+        with self._db.transaction() as conn:
+            conn.execute("DELETE FROM login_failures WHERE address = ?", (address,))
+
+
 class SqliteUserStore:
     """:class:`swdepot.auth.UserStore` on SQLite: names, password hashes and roles."""
 
@@ -300,6 +328,11 @@ class SqliteUserStore:
     def delete(self, name: str) -> bool:
         with self._db.transaction() as conn:
             return conn.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount > 0
+
+    def fingerprint(self) -> str:
+        rows = self._db.connection().execute(
+            "SELECT name, password_hash, role FROM users ORDER BY name").fetchall()
+        return users_fingerprint((r["name"], r["password_hash"], r["role"]) for r in rows)
 
     def put(self, name: str, password_hash: str, role: str) -> None:
         with self._db.transaction() as conn:

@@ -17,6 +17,7 @@ from swdepot.auth import UserStore
 from swdepot.config import Settings
 from swdepot.jobs.store import JobStore
 from swdepot.leases import Leases
+from swdepot.loginlimit import FailureLog
 from swdepot.nodes import NodeStore
 from swdepot.repository.catalog import PackageCatalog
 from swdepot.software.update import ProfileStore
@@ -39,6 +40,7 @@ class Stores:
     profile: ProfileStore
     leases: Leases
     nodes: NodeStore
+    logins: FailureLog
     close: Callable[[], None]
 
 
@@ -65,6 +67,7 @@ def open_stores(settings: Settings) -> Stores:
     if settings.database is None:
         from swdepot.persistence.sqlite import (
             Database,
+            SqliteFailureLog,
             SqliteJobStore,
             SqliteLeases,
             SqliteNodeStore,
@@ -76,9 +79,10 @@ def open_stores(settings: Settings) -> Stores:
         db = Database(settings.database_path)
         return Stores("sqlite", SqliteJobStore(db), SqlitePackageCatalog(db),
                       SqliteUserStore(db), SqliteProfileStore(db), SqliteLeases(db),
-                      SqliteNodeStore(db), db.close)
+                      SqliteNodeStore(db), SqliteFailureLog(db), db.close)
     from swdepot.persistence.postgres import (
         PgDatabase,
+        PgFailureLog,
         PgJobStore,
         PgLeases,
         PgNodeStore,
@@ -89,4 +93,4 @@ def open_stores(settings: Settings) -> Stores:
 
     pg = PgDatabase(check_url(settings.database))
     return Stores("postgresql", PgJobStore(pg), PgPackageCatalog(pg), PgUserStore(pg),
-                  PgProfileStore(pg), PgLeases(pg), PgNodeStore(pg), pg.close)
+                  PgProfileStore(pg), PgLeases(pg), PgNodeStore(pg), PgFailureLog(pg), pg.close)
