@@ -444,3 +444,26 @@ def test_a_node_lost_during_an_update_step_is_replaced_by_another(
     finally:
         cluster.stop()
         print(cluster.logs())
+
+
+def test_a_node_name_is_unique_in_the_cluster(cluster, tmp_path):
+    """A second process with the name of a node that is up is refused (exit 1) before it
+    touches anything; a node without a name is refused in cluster mode (exit 2); the
+    name is free again once its node is gone."""
+    first = cluster.start("swdepot-01")
+    twin = _serve(tmp_path / "twin", "--database", cluster.database, "--config",
+                  str(cluster.config), *[a for u in cluster.stores for a in ("--store", u)])
+    assert twin.returncode == 1, twin.stderr
+    [line] = twin.stderr.strip().splitlines()[-1:]
+    assert line.startswith("swdepot: node swdepot-01 is already up in this cluster ("), line
+    assert first.get("/api/cluster/nodes").status_code == 200  # the first one is untouched
+    nameless = subprocess.run(
+        [sys.executable, "-m", "swdepot", "serve", "--data-dir", str(tmp_path / "anon"),
+         "--port", str(free_port()), "--database", cluster.database],
+        capture_output=True, text=True, timeout=60, env=_environment())
+    assert nameless.returncode == 2
+    assert "--node-name is required with --database" in nameless.stderr
+    cluster.nodes["swdepot-01"].kill_group()  # SIGKILL: its pid is gone at once
+    again = cluster.start("swdepot-01")  # same host, dead pid: no wait for the lease
+    nodes = again.get("/api/cluster/nodes?fields=name,state").json()["records"]
+    assert [(n["name"], n["state"]) for n in nodes] == [("swdepot-01", "up")]

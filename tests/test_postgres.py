@@ -183,7 +183,7 @@ def test_a_node_killed_mid_download_is_taken_over_by_another_node(
     first = ServiceProcess(data_dir, import_dir, free_port())
     second = ServiceProcess(data_dir, import_dir, free_port())
     try:
-        api = first.start(args=common)
+        api = first.start(args=(*common, "--node-name", "swdepot-01"))
         survivor = second.start(args=(*common, "--node-name", "swdepot-02"))
         uuid = api.post(DOWNLOAD, json={"url": http_server_noauth.url("big.tgz")}
                         ).json()["job"]["uuid"]

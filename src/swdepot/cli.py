@@ -180,6 +180,10 @@ def _serve(args: argparse.Namespace, serve: Callable[..., None] | None) -> int:
         require_signatures=args.require_signatures, node_name=args.node_name,
         database=_database(args), stores=tuple(args.store) if args.store else None,
     )
+    if settings.database is not None and settings.node_name is None:
+        print("swdepot: --node-name is required with --database (cluster mode): every node "
+              "of a cluster has a name of its own", file=sys.stderr)
+        return 2
     if settings.import_dir is not None and not settings.import_dir.is_dir():
         print(f"swdepot: the import directory {settings.import_dir} does not exist",
               file=sys.stderr)
@@ -191,11 +195,12 @@ def _serve(args: argparse.Namespace, serve: Callable[..., None] | None) -> int:
     # the slow hash runs on the other core while the service's modules import
     prehashed = hash_password_soon(given) if given is not None else None
     from swdepot.nodelock import NodeBusy
+    from swdepot.nodes import NodeNameTaken
     from swdepot.server import run
 
     try:
         (serve or run)(settings, log_level=args.log_level, prehashed=prehashed)
-    except NodeBusy as exc:
+    except (NodeBusy, NodeNameTaken) as exc:
         print(f"swdepot: {exc}", file=sys.stderr)
         return 1
     except _unusable_setup() as exc:

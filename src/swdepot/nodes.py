@@ -14,6 +14,7 @@ have: a node that is down has lost them too), else ``down``. A node that leaves
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import time
@@ -39,8 +40,11 @@ class NodeRecord:
 class NodeStore(Protocol):
     """Joined nodes, shared by every node of a cluster."""
 
-    def join(self, name: str, new_uuid: str, now: float, address: str) -> NodeRecord:
-        """Record the node as started now; a node that joined before keeps its uuid."""
+    def join(self, name: str, new_uuid: str, now: float, address: str, *,
+             silent_before: float) -> NodeRecord | None:
+        """Record the node as started now (a node that joined before keeps its uuid),
+        unless a node of that name beat at or after ``silent_before``: then None, and
+        nothing is changed (one statement: of two starting at once, one joins)."""
 
     def heartbeat(self, name: str, now: float) -> None: ...
 
@@ -59,6 +63,31 @@ class Node:
     uuid: str
     up: bool
     uptime: int  # seconds since it started, 0 while down
+
+
+class NodeNameTaken(Exception):
+    """A node of this name is up elsewhere in the cluster: names are unique."""
+
+    def __init__(self, name: str, address: str, age: float, lease: float) -> None:
+        super().__init__(
+            f"node {name} is already up in this cluster ({address}, last heartbeat "
+            f"{max(0.0, age):.0f} s ago): give this process another --node-name, or stop "
+            f"that one (its name is free {lease:.0f} s after its last heartbeat)")
+        self.name = name
+
+
+def _dead_here(address: str, host: str) -> bool:
+    """``address`` (``"HOST pid N"``) names a process of this host that is gone."""
+    where, _, pid = address.rpartition(" pid ")
+    if where != host or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return int(pid) == os.getpid()
 
 
 class NodeDirectory:
@@ -84,11 +113,25 @@ class NodeDirectory:
         return self._lease / 3
 
     def join(self) -> None:
-        """This node has started (cluster mode: recorded for every node to see)."""
-        self._started = self._clock()
-        if self._store is not None:
-            self._store.join(self.name, str(uuidlib.uuid4()), self._started,
-                             f"{socket.gethostname()} pid {os.getpid()}")
+        """This node has started (cluster mode: recorded for every node to see).
+
+        A node name is unique in the cluster: while a node of this name is up (its
+        heartbeat younger than a lease) elsewhere, :class:`NodeNameTaken` is raised and
+        nothing is changed. A predecessor on this host whose process is gone (killed,
+        restarted at once) is no obstacle."""
+        self._started = now = self._clock()
+        if self._store is None:
+            return
+        host = socket.gethostname()
+        silent_before = now - self._lease
+        known = next((r for r in self._store.all() if r.name == self.name), None)
+        if known is not None and _dead_here(known.address, host):
+            silent_before = math.inf
+        if self._store.join(self.name, str(uuidlib.uuid4()), now, f"{host} pid {os.getpid()}",
+                            silent_before=silent_before) is None:
+            holder = next((r for r in self._store.all() if r.name == self.name), None)
+            raise NodeNameTaken(self.name, holder.address if holder else "another process",
+                                now - holder.heartbeat_at if holder else 0.0, self._lease)
 
     def beat(self) -> None:
         if self._store is not None:

@@ -170,11 +170,12 @@ class Service:
     def start(self) -> None:
         """Clean up what this node's last process left behind, then start the job engine
         (which takes that process's jobs over at once) and housekeeping."""
+        self.nodes.join()  # first: a name taken by a live node elsewhere stops us here,
+        # before recovery would remove that node's staging as a dead predecessor's
         report = self.repository.recover(keep_staging=self._staged_by_active_jobs())
         if any(report.values()):
             log.warning("recovered after restart: %s", report)
         self._start_workers()
-        self.nodes.join()
         self.runner.start_engine()
         self._janitor = threading.Thread(target=self._housekeeping, name="swdepot-janitor",
                                          daemon=True)

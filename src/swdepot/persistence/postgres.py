@@ -418,16 +418,16 @@ class PgNodeStore:
     def __init__(self, db: PgDatabase) -> None:
         self._db = db
 
-    def join(self, name: str, new_uuid: str, now: float, address: str) -> NodeRecord:
+    def join(self, name: str, new_uuid: str, now: float, address: str, *,
+             silent_before: float) -> NodeRecord | None:
         with self._db.transaction() as conn:
             row = conn.execute(
                 "INSERT INTO nodes (name, uuid, started_at, heartbeat_at, address, joined_at)"
                 " VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT (name) DO UPDATE SET"
                 " started_at = EXCLUDED.started_at, heartbeat_at = EXCLUDED.heartbeat_at,"
-                " address = EXCLUDED.address RETURNING *",
-                (name, new_uuid, now, now, address, now)).fetchone()
-        assert row is not None  # an upsert with RETURNING always gives its row
-        return node_from_row(row)
+                " address = EXCLUDED.address WHERE nodes.heartbeat_at < %s RETURNING *",
+                (name, new_uuid, now, now, address, now, silent_before)).fetchone()
+        return node_from_row(row) if row is not None else None
 
     def heartbeat(self, name: str, now: float) -> None:
         with self._db.transaction() as conn:

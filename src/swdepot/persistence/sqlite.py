@@ -392,15 +392,17 @@ class SqliteNodeStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def join(self, name: str, new_uuid: str, now: float, address: str) -> NodeRecord:
+    def join(self, name: str, new_uuid: str, now: float, address: str, *,
+             silent_before: float) -> NodeRecord | None:
         with self._db.transaction() as conn:
-            conn.execute(
+            joined = conn.execute(
                 "INSERT INTO nodes (name, uuid, started_at, heartbeat_at, address, joined_at)"
                 " VALUES (?,?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET"
                 " started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at,"
-                " address = excluded.address", (name, new_uuid, now, now, address, now))
+                " address = excluded.address WHERE nodes.heartbeat_at < ?",
+                (name, new_uuid, now, now, address, now, silent_before)).rowcount
             row = conn.execute("SELECT * FROM nodes WHERE name = ?", (name,)).fetchone()
-        return node_from_row(row)
+        return node_from_row(row) if joined else None
 
     def heartbeat(self, name: str, now: float) -> None:
         with self._db.transaction() as conn:
