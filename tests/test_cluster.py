@@ -18,13 +18,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import psycopg
 import pytest
 import requests
 
 from pkgfactory import make_package
 from seaweed import SeaweedStore, s3_environment
-from servers import Fault
+from servers import HTTP_PASSWORD, HTTP_USERNAME, Fault
 from service import ADMIN_PASSWORD, Api, ServiceProcess, free_port
 from swdepot.repository.s3 import PART_SIZE, S3Location, S3Store
 
@@ -467,3 +468,43 @@ def test_a_node_name_is_unique_in_the_cluster(cluster, tmp_path):
     again = cluster.start("swdepot-01")  # same host, dead pid: no wait for the lease
     nodes = again.get("/api/cluster/nodes?fields=name,state").json()["records"]
     assert [(n["name"], n["state"]) for n in nodes] == [("swdepot-01", "up")]
+
+
+def test_a_download_password_reaches_neither_database_nor_store(
+        cluster, http_server, content_dir, monkeypatch):
+    """A download with credentials is taken over by another node (which opens the sealed
+    password with the shared job key); afterwards no row of any table and no object of
+    either store holds the password, and the job shows no trace of it."""
+    pkg = make_package(content_dir, "9.15.2.tgz", "9.15.2", size=2 * PART_SIZE)
+    http_server.faults["/9.15.2.tgz"] = Fault("trickle", bytes_per_second=8 << 20)
+    first, survivor = cluster.start("swdepot-01"), cluster.start("swdepot-02")
+    uuid = first.post(DOWNLOAD, json={"url": http_server.url("9.15.2.tgz"),
+                                      "username": HTTP_USERNAME, "password": HTTP_PASSWORD}
+                      ).json()["job"]["uuid"]
+    first.wait_download_bytes(PART_SIZE, timeout=60)
+    cluster.nodes["swdepot-01"].kill_group()
+    http_server.faults.clear()
+    job = survivor.wait_job(uuid, timeout=90)
+    assert job["state"] == "success", job
+    assert job["node"]["name"] == "swdepot-02"
+    assert HTTP_PASSWORD not in json.dumps(job)
+    assert _copies(cluster, monkeypatch) == [pkg.read_bytes()] * 2
+    with psycopg.connect(cluster.database) as conn:
+        tables = [r[0] for r in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()]
+        assert "jobs" in tables
+        for table in tables:
+            dumped = conn.execute(f"SELECT coalesce(string_agg(t::text, E'\\n'), '')"
+                                  f" FROM {table} t").fetchone()
+            assert dumped is not None and HTTP_PASSWORD not in dumped[0], table
+    env = s3_environment()
+    for url in cluster.stores:  # every object of the bucket: manifests, segments, parts
+        where = S3Location.parse(url)
+        client = boto3.client("s3", endpoint_url=where.endpoint, region_name=where.region,
+                              aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                              aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+        listed = client.list_objects_v2(Bucket=where.bucket).get("Contents", [])
+        assert listed
+        for item in listed:
+            body = client.get_object(Bucket=where.bucket, Key=item["Key"])["Body"].read()
+            assert HTTP_PASSWORD.encode() not in body, item["Key"]
