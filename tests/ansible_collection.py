@@ -13,6 +13,7 @@ the README's plain test command also works on a fresh machine that can reach PyP
 
 from __future__ import annotations
 
+import fcntl
 import json
 import shutil
 import subprocess
@@ -45,6 +46,16 @@ def ensure_collection(root: Path | None = None) -> Path:
     root = root or collections_root()
     if installed_version(root) == COLLECTION_VERSION:
         return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    # parallel test workers install it once: the others wait, then find it there
+    with open(root.parent / ".ansible-collections.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if installed_version(root) != COLLECTION_VERSION:
+            _install(root)
+    return root
+
+
+def _install(root: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="ansible-wheel-") as tmp:
         subprocess.run(
             [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
@@ -64,7 +75,6 @@ def ensure_collection(root: Path | None = None) -> Path:
             staging.rename(root)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    return root
 
 
 if __name__ == "__main__":

@@ -7,14 +7,18 @@ Every service here is confined to loopback by its outbound allow-list.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,6 +27,7 @@ import pytest
 import requests
 import uvicorn
 
+from swdepot.auth import PendingHash, hash_password
 from swdepot.config import Settings
 from swdepot.server import service_config
 from swdepot.service import Service
@@ -32,10 +37,61 @@ ADMIN_PASSWORD = "admin-secret"
 LOOPBACK_ONLY = ("127.0.0.1/32",)
 
 
+#: Ports handed out by :func:`free_port`: each pytest-xdist worker has a range of its
+#: own, below the kernel's ephemeral range (32768-60999), so no two workers (and no
+#: outgoing connection) are ever given the same port; within a process, a counter.
+PORT_RANGE = (12000, 32000)
+_WORKERS = 16  # ranges of 1,250 ports: up to 16 xdist workers
+_next_port: list[int] = []
+
+
+def _worker_index() -> int:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")  # gw0, gw1, ...
+    return int(worker[2:]) % _WORKERS if worker[2:].isdigit() else 0
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port nobody listens on, which no other test process is given.
+
+    The kernel's port 0 races between parallel workers (a port freed by one is handed
+    to the next bind anywhere); these come from this worker's own range, in turn,
+    skipping any that is in use."""
+    low, high = PORT_RANGE
+    size = (high - low) // _WORKERS
+    start = low + _worker_index() * size
+    if not _next_port:
+        _next_port.append(start)
+    for _ in range(size):
+        port = _next_port[0]
+        _next_port[0] = start + (port + 1 - start) % size
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {start}-{start + size - 1}")
+
+
+@functools.cache
+def admin_hash() -> PendingHash:
+    """The test admin password's hash, made once per test process (the slow hash itself
+    is tested in test_auth.py and by every ``swdepot serve`` a test starts)."""
+    done: Future[str] = Future()
+    done.set_result(hash_password(ADMIN_PASSWORD))
+    return PendingHash(ADMIN_PASSWORD, done)
+
+
+_TLS_PAIR: list[tuple[Path, Path]] = []
+
+
+def shared_tls_pair() -> tuple[Path, Path]:
+    """One self-signed pair for 127.0.0.1 per test process, copied into each in-process
+    service's TLS directory (``swdepot serve`` processes make their own, as users see)."""
+    if not _TLS_PAIR:
+        directory = Path(tempfile.mkdtemp(prefix="swdepot-tls-"))
+        _TLS_PAIR.append(ensure_self_signed(directory, ["127.0.0.1"]))
+    return _TLS_PAIR[0]
 
 
 class Api:
@@ -108,8 +164,14 @@ class RunningService:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        if not (settings.tls_dir / "server.crt").exists():
+            settings.tls_dir.mkdir(parents=True, exist_ok=True)
+            for made in shared_tls_pair():
+                shutil.copy2(made, settings.tls_dir / made.name)
         self.service = Service(settings)
-        self.service.ensure_admin(out=open(os.devnull, "w"))  # noqa: SIM115
+        given = settings.given_admin_password()
+        self.service.ensure_admin(out=open(os.devnull, "w"),  # noqa: SIM115
+                                  prehashed=admin_hash() if given == ADMIN_PASSWORD else None)
         self.service.start()
         cert, key = ensure_self_signed(settings.tls_dir, ["127.0.0.1"])
         self.cert = cert
